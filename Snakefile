@@ -1,0 +1,20 @@
+# pertcal: calibrated benchmarking of single-cell perturbation models. Stages in the order data flows.
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/preprocess.smk"
+include: "rules/split.smk"
+include: "rules/reduce.smk"
+include: "rules/degs.smk"
+include: "rules/summary.smk"
+include: "rules/baselines.smk"
+include: "rules/metrics.smk"
+include: "rules/calibration.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/metrics.parquet",
+        "results/calibration/drf.parquet",
+        "results/calibration/summary.json",
+        "results/summary.csv",

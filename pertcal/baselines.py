@@ -1,0 +1,155 @@
+"""Baselines as predictions (test perturbations × genes, mean log1p expression): the controls and simple models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from pertcal.degs import interpolation_alpha
+from pertcal.harmonize import CONTROL, targets_of
+from pertcal.reduce import half_means, pooled_means
+
+KNOCKDOWN = {"CRISPRi", "KO", "Cas13"}
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """Everything a baseline may use for one (dataset, task, fold): pooled means of all perturbations and the split."""
+
+    means: pd.DataFrame  # (P, G) pooled means, control included
+    td: pd.DataFrame  # (P, G) td-half means
+    train: list[str]
+    test: list[str]
+    degs_td: pd.DataFrame
+    modality: str
+
+    @property
+    def genes(self) -> pd.Index:
+        return self.means.columns
+
+    @property
+    def control(self) -> pd.Series:
+        return self.means.loc[CONTROL]
+
+    @property
+    def mean(self) -> pd.Series:
+        """The negative control: average of the train perturbations' means, each perturbation weighted equally."""
+        return self.means.loc[self.train].mean(axis=0)
+
+
+def fold_data(stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_td: pd.DataFrame, modality: str) -> FoldData:
+    """Collect the fold's train/test perturbations (folds-file order) and the mean tables they need."""
+    f = folds[folds["fold"] == fold]
+    return FoldData(
+        means=pooled_means(stats),
+        td=half_means(stats, "td"),
+        train=f.loc[f["split"] == "train", "perturbation"].tolist(),
+        test=f.loc[f["split"] == "test", "perturbation"].tolist(),
+        degs_td=degs_td,
+        modality=modality,
+    )
+
+
+def _repeat(row: pd.Series, index: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(np.tile(row.to_numpy(), (len(index), 1)), index=index, columns=row.index)
+
+
+def control(d: FoldData, **_) -> pd.DataFrame:
+    """Mean of the control cells, for every test perturbation."""
+    return _repeat(d.control, d.test)
+
+
+def mean(d: FoldData, **_) -> pd.DataFrame:
+    """The mean baseline (negative control)."""
+    return _repeat(d.mean, d.test)
+
+
+def technical_duplicate(d: FoldData, **_) -> pd.DataFrame:
+    """The td-half mean of each test perturbation."""
+    return d.td.loc[d.test]
+
+
+def interpolated_duplicate(d: FoldData, **_) -> pd.DataFrame:
+    """Positive control: α ⊙ td + (1 − α) ⊙ mean, α = 1 − BH-adjusted p of the td-half DEG test (0 where untested)."""
+    alpha = interpolation_alpha(d.degs_td, d.test, d.genes)
+    return alpha * d.td.loc[d.test] + (1 - alpha) * d.mean.to_numpy()[None, :]
+
+
+def crispr_informed_mean(d: FoldData, **_) -> pd.DataFrame:
+    """The mean baseline with each target gene set to 0 (knockdown/knockout) or doubled (CRISPRa)."""
+    pred = mean(d)
+    for pert in d.test:
+        for target in targets_of(pert):
+            if target in pred.columns:
+                pred.loc[pert, target] = 2 * pred.loc[pert, target] if d.modality == "CRISPRa" else 0.0
+    return pred
+
+
+def additive(d: FoldData, **_) -> pd.DataFrame:
+    """Combo A+B: y_A + y_B − control from the single perturbations' means (a missing single adds no effect)."""
+    effects = d.means.sub(d.control, axis=1)
+    pred = _repeat(d.control, d.test)
+    for pert in d.test:
+        for single in targets_of(pert):
+            if single in effects.index:
+                pred.loc[pert] += effects.loc[single]
+    return pred
+
+
+def linear_fit(y_train: np.ndarray, train_targets: np.ndarray, *, n_components: int, ridge: float):
+    """Ahlmann-Eltze linear model on a genes × perturbations pseudobulk: returns (G_emb (genes × K), W (K × K), b (genes,)).
+
+    b = row means; G_emb = top-K PCA scores of the genes; P = G_emb rows of the train targets;
+    W = (GᵀG + λI)⁻¹ Gᵀ (Y − b) P (PᵀP + λI)⁻¹.
+    """
+    b = y_train.mean(axis=1)
+    centered = y_train - b[:, None]
+    # PCA of genes (rows) over perturbations (columns), columns centred as prcomp does
+    u, s, _ = np.linalg.svd(centered - centered.mean(axis=0), full_matrices=False)
+    k = min(n_components, s.size)
+    g = u[:, :k] * s[:k]
+    p = g[train_targets]
+    eye = np.eye(k)
+    w = np.linalg.solve(g.T @ g + ridge * eye, g.T @ centered @ p) @ np.linalg.inv(p.T @ p + ridge * eye)
+    return g, w, b
+
+
+def linear(d: FoldData, *, n_components: int = 10, ridge: float = 0.1, **_) -> pd.DataFrame:
+    """Linear baseline for unseen singles; test perturbations whose target is not a selected gene get b (the train mean)."""
+    genes = d.genes
+    train = [p for p in d.train if "+" not in p and p in genes]
+    y = d.means.loc[train].to_numpy().T
+    g, w, b = linear_fit(y, genes.get_indexer(train), n_components=n_components, ridge=ridge)
+    pred = np.tile(b, (len(d.test), 1))
+    known = np.array([p in genes for p in d.test], dtype=bool)
+    if known.any():
+        p_test = g[genes.get_indexer([p for p in d.test if p in genes])]
+        pred[known] = (g @ w @ p_test.T).T + b
+    return pd.DataFrame(pred, index=d.test, columns=genes)
+
+
+BASELINES = {
+    "control": control,
+    "mean": mean,
+    "technical_duplicate": technical_duplicate,
+    "interpolated_duplicate": interpolated_duplicate,
+    "linear": linear,
+    "additive": additive,
+    "crispr_informed_mean": crispr_informed_mean,
+}
+
+
+def as_prediction(pred: pd.DataFrame, *, method: str, dataset: str, task: str, fold: int) -> ad.AnnData:
+    """Predictions AnnData (obs = test perturbations, var = genes, X float64) in the shared format."""
+    obs = pd.DataFrame({"perturbation": pred.index.astype(str)}, index=pred.index.astype(str))
+    out = ad.AnnData(X=pred.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=pred.columns.astype(str)))
+    out.uns.update({"method": method, "dataset": dataset, "task": task, "fold": int(fold)})
+    return out
+
+
+def predict_baseline(method: str, d: FoldData, **params) -> pd.DataFrame:
+    """(test, G) prediction of one named baseline."""
+    return BASELINES[method](d, **params)

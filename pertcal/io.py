@@ -1,0 +1,74 @@
+"""Atomic writers and validated readers for the files stages exchange (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+
+
+class PertcalInputError(ValueError):
+    """Bad input: the message names the dataset, the file and the field."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path) -> None:
+    """Write a table atomically; index dropped so files are byte-stable across runs."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_h5ad(adata: ad.AnnData, path) -> None:
+    """Write an AnnData atomically (uncompressed: fast and deterministic)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+
+
+def write_json(obj, path) -> None:
+    """Write JSON atomically with sorted keys (deterministic)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def log_to(path) -> None:
+    """Send this process's logging (INFO and up) to a Snakemake log file."""
+    import logging
+
+    logging.basicConfig(
+        filename=str(path), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+    )
+
+
+def concat_tables(paths) -> pd.DataFrame:
+    """Concatenate parquet tables and/or JSON objects (one row each) in the given order."""
+    frames = []
+    for path in map(str, paths):
+        frames.append(pd.DataFrame([json.loads(Path(path).read_text())]) if path.endswith(".json") else pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,339 @@
+"""Figures of the calibration and the benchmark, sized for an A4 page (8.27 in wide), saved as PDF and PNG.
+
+Each function takes the tidy tables of pertcal.stats and returns a matplotlib Figure; `save_figure` writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from pertcal.io import atomic_path  # noqa: E402
+from pertcal.stats import POSITIVE_CONTROLS, metric_direction, negative_control  # noqa: E402
+
+A4_WIDTH = 8.27
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8.5,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "figure.titlesize": 10,
+    "pdf.fonttype": 42,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+CENSORED_COLOR = "#d9d9d9"
+BETTER_COLOR = "#1b7837"
+NEUTRAL_COLOR = "#555555"
+DRF_CMAP = "RdBu"
+SHORT_NAMES = {"technical_duplicate": "tech. duplicate", "interpolated_duplicate": "interp. duplicate"}
+
+
+def save_figure(fig: plt.Figure, pdf_path, png_path, dpi: int = 200) -> None:
+    """Write `fig` as PDF and PNG atomically, without timestamps (same figure → same bytes), then close it."""
+    with atomic_path(pdf_path) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", pad_inches=0.05, metadata={"CreationDate": None})
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05, metadata={"Software": None})
+    plt.close(fig)
+
+
+def format_p(p: float) -> str:
+    """'p=0.012', 'p=3e-05', 'p<1e-300' or 'p n/a'."""
+    if not np.isfinite(p):
+        return "p n/a"
+    if p < 1e-300:
+        return "p<1e-300"
+    return f"p={p:.2g}" if p < 0.01 else f"p={p:.3f}"
+
+
+def _figure(width: float, height: float) -> plt.Figure:
+    with plt.rc_context(STYLE):
+        return plt.figure(figsize=(width, height), layout="constrained")
+
+
+# --- calibration figures (issue 3) -----------------------------------------------------------------
+
+
+def drf_heatmap(
+    cells: pd.DataFrame,
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    positive_control: str,
+    min_perturbations: int = 10,
+) -> plt.Figure:
+    """Metrics × datasets heatmap of mean DRF, censored cells hatched; bars: DRF and DEGs per dataset, DRF per metric.
+
+    `cells`: pertcal.stats.summarize_drf output (dataset, metric, n, mean_drf, censored); `summary`: results/summary.csv
+    (dataset, mean_degs). Datasets are ordered by mean DEGs per perturbation (weak → strong).
+    """
+    degs = summary.set_index("dataset")["mean_degs"]
+    datasets = sorted(set(cells["dataset"]) | set(degs.index), key=lambda d: (degs.get(d, np.nan), d))
+    grid = cells.set_index(["metric", "dataset"]).reindex(pd.MultiIndex.from_product([metrics, datasets]))
+    values = grid["mean_drf"].to_numpy(dtype=float).reshape(len(metrics), len(datasets))
+    censored = grid["censored"].fillna(True).to_numpy(dtype=bool).reshape(values.shape)
+    with plt.rc_context(STYLE):
+        width = min(A4_WIDTH, 3.2 + 0.45 * len(datasets))
+        fig = _figure(width, 2.4 + 0.3 * len(metrics))
+        gs = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.3 * len(metrics)], width_ratios=[len(datasets) * 0.45, 1.1, 0.12])
+        ax_drf = fig.add_subplot(gs[0, 0])
+        ax_deg = fig.add_subplot(gs[1, 0], sharex=ax_drf)
+        ax = fig.add_subplot(gs[2, 0], sharex=ax_drf)
+        ax_metric = fig.add_subplot(gs[2, 1], sharey=ax)
+        cax = fig.add_subplot(gs[2, 2])
+        x = np.arange(len(datasets))
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
+        im = ax.imshow(np.ma.masked_invalid(values), cmap=DRF_CMAP, norm=norm, aspect="auto")
+        for i, j in zip(*np.nonzero(censored)):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=CENSORED_COLOR, edgecolor="white", hatch="///", lw=0))
+        for i, j in zip(*np.nonzero(~censored & np.isfinite(values))):
+            v = values[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if abs(v) > 0.6 else "black")
+        ax.set_xticks(x, datasets, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(metrics)), metrics)
+        ax.set_xlabel("dataset (ordered by mean DEGs per perturbation)")
+        ax.set_ylabel("metric")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+        cb = fig.colorbar(im, cax=cax)
+        cb.set_label("mean DRF (1 = positive control perfect,\n0 = no better than negative control)")
+
+        per_dataset = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in values.T])
+        ax_drf.bar(x, np.nan_to_num(per_dataset), color=[plt.get_cmap(DRF_CMAP)(norm(v)) for v in np.nan_to_num(per_dataset)], edgecolor="black", lw=0.4)
+        for j in np.nonzero(~np.isfinite(per_dataset))[0]:
+            ax_drf.text(j, 0, "censored", rotation=90, ha="center", va="bottom", fontsize=6, color=NEUTRAL_COLOR)
+        ax_drf.axhline(0, color="black", lw=0.5)
+        ax_drf.set_ylabel("mean DRF\n(over metrics)")
+        ax_drf.set_ylim(min(-0.05, np.nanmin(per_dataset, initial=0) * 1.15), max(0.05, np.nanmax(per_dataset, initial=0) * 1.15))
+        ax_drf.tick_params(labelbottom=False)
+        ax_deg.bar(x, degs.reindex(datasets).to_numpy(dtype=float), color=NEUTRAL_COLOR)
+        ax_deg.set_yscale("symlog", linthresh=1)
+        ax_deg.set_ylabel("mean DEGs per\nperturbation")
+        ax_deg.tick_params(labelbottom=False)
+
+        per_metric = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in values])
+        ax_metric.barh(np.arange(len(metrics)), np.nan_to_num(per_metric), color=[plt.get_cmap(DRF_CMAP)(norm(v)) for v in np.nan_to_num(per_metric)], edgecolor="black", lw=0.4)
+        ax_metric.axvline(0, color="black", lw=0.5)
+        ax_metric.set_xlabel("mean DRF\n(over datasets)")
+        ax_metric.tick_params(labelleft=False)
+        ax_metric.set_xlim(min(-0.05, np.nanmin(per_metric, initial=0) * 1.15), max(0.05, np.nanmax(per_metric, initial=0) * 1.15))
+
+        fig.legend(
+            handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="white", label=f"censored: fewer than {min_perturbations} perturbations with a DRF")],
+            loc="outside lower center",
+            frameon=False,
+        )
+        label = positive_control.replace("_", " ")
+        fig.suptitle(f"Dynamic range fraction per metric and dataset (positive control: {label}; higher is better)")
+    return fig
+
+
+def drf_mse_vs_wmse(drf: pd.DataFrame, tests: pd.DataFrame, datasets: Sequence[str], *, positive_control: str) -> plt.Figure:
+    """Box plots of per-perturbation DRF for MSE and WMSE per dataset, with the one-sided paired Wilcoxon p-values.
+
+    `tests`: pertcal.stats.compare_drf_mse_wmse output; `datasets`: the x order.
+    """
+    sel = drf[(drf["positive_control"] == positive_control) & drf["metric"].isin(["mse", "wmse"])]
+    colors = {"mse": "#9e9ac8", "wmse": "#e6550d"}
+    tests = tests.set_index("dataset")
+    with plt.rc_context(STYLE):
+        fig = _figure(min(A4_WIDTH, 2.0 + 0.6 * len(datasets)), 3.6)
+        ax = fig.add_subplot()
+        for j, dataset in enumerate(datasets):
+            for k, metric in enumerate(("mse", "wmse")):
+                v = sel.loc[(sel["dataset"] == dataset) & (sel["metric"] == metric), "drf"].dropna().to_numpy()
+                if v.size:
+                    ax.boxplot(
+                        v, positions=[j + (k - 0.5) * 0.36], widths=0.3, patch_artist=True, showfliers=True,
+                        flierprops=dict(markersize=2, alpha=0.5), medianprops=dict(color="black"),
+                        boxprops=dict(facecolor=colors[metric]),
+                    )
+            if dataset in tests.index:
+                row = tests.loc[dataset]
+                text = f"n={row['n']}\n" + ("censored" if row["censored"] else format_p(row["p_bonferroni"]))
+                ax.text(j, 1.08, text, ha="center", va="bottom", fontsize=6)
+        ax.set_xticks(np.arange(len(datasets)), datasets, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_xlim(-0.6, len(datasets) - 0.4)
+        ax.set_ylim(-1.08, 1.32)
+        ax.axhline(0, color="black", lw=0.5, ls=":")
+        ax.set_ylabel("DRF per perturbation (higher is better)")
+        ax.set_xlabel("dataset")
+        ax.legend(
+            handles=[Patch(facecolor=c, edgecolor="black", label=m.upper()) for m, c in colors.items()],
+            loc="lower left", ncols=2, frameon=False,
+        )
+        fig.suptitle(
+            f"DRF of MSE vs WMSE (positive control: {positive_control.replace('_', ' ')})\n"
+            "p: one-sided paired Wilcoxon, DRF(WMSE) > DRF(MSE), Bonferroni over datasets"
+        )
+    return fig
+
+
+def drf_vs_degs(drf: pd.DataFrame, n_degs: pd.DataFrame, *, positive_control: str) -> plt.Figure:
+    """Per-perturbation DRF of MSE and WMSE against its number of DEGs, one colour per dataset.
+
+    `n_degs`: dataset, perturbation, n_degs (gt half).
+    """
+    sel = drf[(drf["positive_control"] == positive_control) & drf["metric"].isin(["mse", "wmse"])]
+    sel = sel.merge(n_degs, on=["dataset", "perturbation"], how="inner")
+    datasets = sorted(sel["dataset"].unique())
+    cmap = plt.get_cmap("tab20" if len(datasets) > 10 else "tab10")
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 3.6)
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, metric in zip(axes, ("mse", "wmse")):
+            for i, dataset in enumerate(datasets):
+                d = sel[(sel["metric"] == metric) & (sel["dataset"] == dataset)]
+                ax.scatter(d["n_degs"], d["drf"], s=6, alpha=0.6, color=cmap(i % cmap.N), label=dataset, lw=0)
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=-0.2)
+            ax.set_ylim(-1.05, 1.05)
+            ax.axhline(0, color="black", lw=0.5, ls=":")
+            ax.set_title(f"{metric.upper()}")
+            ax.set_xlabel("DEGs of the perturbation (ground-truth half, symlog scale)")
+        axes[0].set_ylabel("DRF per perturbation (higher is better)")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", frameon=False, title="dataset", markerscale=2)
+        fig.suptitle(f"DRF vs number of DEGs per perturbation (positive control: {positive_control.replace('_', ' ')})")
+    return fig
+
+
+# --- benchmark figures (issue 6) -------------------------------------------------------------------
+
+
+def _improvement(df: pd.DataFrame) -> pd.Series:
+    """mu_delta signed so that positive means better than the reference."""
+    return df["mu_delta"].where(df["higher_is_better"], -df["mu_delta"])
+
+
+def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 0.05) -> plt.Figure:
+    """One panel per metric: each method's mean difference to the reference with 95% bootstrap CI, ordered by effect.
+
+    `stats`: pertcal.stats.compare_methods rows of one (dataset, task, comparison). Right of each row: paired t and its
+    Bonferroni-adjusted one-sided p. Green: significantly better than the reference (adjusted p < alpha).
+    """
+    metrics = [m for m in specs if m in set(stats["metric"])]
+    stats = stats[np.isfinite(stats["mu_delta"])]
+    n_rows_max = max(1, stats.groupby("metric").size().max() if len(stats) else 1)
+    ncols = 2
+    nrows = int(np.ceil(len(metrics) / ncols))
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 0.5 + nrows * (0.55 + 0.16 * n_rows_max))
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, metric in zip(axes, metrics):
+            d = stats[stats["metric"] == metric].assign(better=lambda x: _improvement(x)).sort_values("better", kind="stable")
+            y = np.arange(len(d))
+            sig = (d["p_t_bonferroni"] < alpha).to_numpy()
+            colors = np.where(sig, BETTER_COLOR, NEUTRAL_COLOR)
+            err = np.vstack([d["mu_delta"] - d["ci_low"], d["ci_high"] - d["mu_delta"]]).clip(min=0)
+            ax.errorbar(d["mu_delta"], y, xerr=np.nan_to_num(err), fmt="none", ecolor=colors, elinewidth=1, capsize=1.5)
+            markers = np.where(d["method"].isin(POSITIVE_CONTROLS), "D", "o")
+            for yi, xi, c, mk in zip(y, d["mu_delta"], colors, markers):
+                ax.plot(xi, yi, marker=mk, color=c, ms=3.5, mfc=c if mk == "o" else "white", ls="none")
+            ax.axvline(0, color="black", lw=0.6, ls="--")
+            ax.set_yticks(y, d["method"])
+            ax.set_ylim(-0.6, max(len(d), 1) - 0.4)
+            trans = blended_transform_factory(ax.transAxes, ax.transData)
+            for yi, t, p in zip(y, d["t"], d["p_t_bonferroni"]):
+                ax.text(1.02, yi, f"t={t:.1f}  {format_p(p)}" if np.isfinite(t) else "t n/a", transform=trans, va="center", fontsize=6)
+            spec = specs[metric]
+            reference = d["reference"].iloc[0] if len(d) else negative_control(spec)
+            ax.set_title(f"{metric} ({metric_direction(spec)})", loc="left")
+            ax.set_xlabel(f"µΔ = method − {reference} (95% CI); {'right' if spec.higher_is_better else 'left'} = better")
+        for ax in axes[len(metrics):]:
+            ax.set_axis_off()
+        fig.legend(
+            handles=[
+                plt.Line2D([], [], marker="o", color=BETTER_COLOR, ls="none", label=f"better than reference (Bonferroni p < {alpha})"),
+                plt.Line2D([], [], marker="o", color=NEUTRAL_COLOR, ls="none", label="not significantly better"),
+                plt.Line2D([], [], marker="D", color=NEUTRAL_COLOR, mfc="white", ls="none", label="positive control (duplicate)"),
+            ],
+            loc="outside lower center", ncols=3, frameon=False,
+        )
+        fig.suptitle(title + "\nt: one-sided paired t-test per perturbation; p: Bonferroni-adjusted over the compared methods")
+    return fig
+
+
+def ideal_gap_heatmap(gap: pd.DataFrame, specs: Mapping, title: str) -> plt.Figure:
+    """Methods × metrics heatmap of the fraction of the ideal gap closed (0 = negative control, 1 = perfect).
+
+    `gap`: pertcal.stats.ideal_gap_closed rows of one (dataset, task). Colours clip at ±1; labels show the value.
+    """
+    from pertcal.stats import order_methods
+
+    metrics = [m for m in specs if m in set(gap["metric"])]
+    methods = order_methods(gap["method"].unique())
+    values = gap.pivot(index="method", columns="metric", values="gap").reindex(index=methods, columns=metrics).to_numpy(dtype=float)
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 2.2 + 0.28 * len(methods))
+        ax = fig.add_subplot()
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
+        im = ax.imshow(np.ma.masked_invalid(np.clip(values, -1, 1)), cmap="PuOr_r", norm=norm, aspect="auto")
+        ax.set_facecolor(CENSORED_COLOR)
+        for i, j in np.ndindex(values.shape):
+            v = values[i, j]
+            ax.text(j, i, f"{v:.2f}" if np.isfinite(v) else "n/a", ha="center", va="center", fontsize=6,
+                    color="white" if np.isfinite(v) and abs(v) > 0.65 else "black")
+        labels = [f"{m}\n(vs {negative_control(specs[m])})" for m in metrics]
+        ax.set_xticks(np.arange(len(metrics)), labels, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(methods)), methods)
+        ax.set_xlabel("metric (negative control)")
+        ax.set_ylabel("method")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+        cb = fig.colorbar(im, ax=ax, shrink=0.9)
+        cb.set_label("fraction of ideal gap closed\n(0 = negative control, 1 = perfect; higher is better)")
+        fig.suptitle(title)
+    return fig
+
+
+def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, title: str) -> plt.Figure:
+    """Per metric: per-perturbation scores of the negative control and the two duplicates, means as bars, p-values.
+
+    `metrics`: long metric rows of one (dataset, task); `tests`: pertcal.stats.compare_controls rows of the same.
+    Tick labels carry each duplicate's one-sided Wilcoxon p vs the negative control; titles the interpolated vs
+    technical duplicate p.
+    """
+    names = [m for m in specs if m in set(metrics["metric"])]
+    ncols = 4
+    nrows = int(np.ceil(len(names) / ncols))
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 0.6 + 2.1 * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, metric in zip(axes, names):
+            spec = specs[metric]
+            neg = negative_control(spec)
+            methods = [neg, "technical_duplicate", "interpolated_duplicate"]
+            t = tests[tests["metric"] == metric].set_index(["method", "reference"])["p_wilcoxon"]
+            labels = []
+            for j, method in enumerate(methods):
+                v = metrics.loc[(metrics["metric"] == metric) & (metrics["method"] == method), "value"].dropna().to_numpy()
+                ax.scatter(j + rng.uniform(-0.25, 0.25, v.size), v, s=3, alpha=0.45, color=NEUTRAL_COLOR if j == 0 else BETTER_COLOR, lw=0)
+                if v.size:
+                    ax.hlines(v.mean(), j - 0.32, j + 0.32, color="black", lw=1.5)
+                p = t.get((method, neg), np.nan) if j else np.nan
+                labels.append(SHORT_NAMES.get(method, method) + ("" if j == 0 else f"\n{format_p(p)}"))
+            ax.set_xticks(np.arange(3), labels)
+            ax.set_xlim(-0.5, 2.5)
+            p_id_td = t.get(("interpolated_duplicate", "technical_duplicate"), np.nan)
+            ax.set_title(f"{metric}\n({metric_direction(spec)}); interp. > tech. {format_p(p_id_td)}", fontsize=7)
+            ax.set_ylabel("score per perturbation")
+        for ax in axes[len(names):]:
+            ax.set_axis_off()
+        fig.suptitle(
+            title + "\nbars: means; p under a duplicate: one-sided paired Wilcoxon, duplicate better than the negative control"
+        )
+    return fig

@@ -1,0 +1,70 @@
+"""One streaming pass over cells → per-(perturbation, half) sufficient statistics (n, Σx, Σx²)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertcal.harmonize import CONTROL
+from pertcal.io import PertcalInputError
+
+
+def group_codes(obs_names: pd.Index, halves: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per-cell group code and the groups table (perturbation, half) in sorted order."""
+    h = halves.set_index("cell").reindex(obs_names.astype(str))
+    if h["half"].isna().any():
+        raise PertcalInputError(f"halves table lacks {int(h['half'].isna().sum())} cells of the processed data")
+    keys = h["perturbation"].astype(str) + "|" + h["half"].astype(str)
+    groups, codes = np.unique(keys.to_numpy(), return_inverse=True)
+    table = pd.DataFrame([g.rsplit("|", 1) for g in groups], columns=["perturbation", "half"], index=groups)
+    return codes, table
+
+
+def reduce_cells(adata: ad.AnnData, halves: pd.DataFrame, *, chunk_size: int) -> ad.AnnData:
+    """Stats AnnData: obs (perturbation, half) rows with n_cells; layers sum, sumsq (float64, groups × genes); X = mean.
+
+    `adata` may be backed (read with backed='r'): cells are read `chunk_size` rows at a time and stay sparse,
+    so memory is bounded by one chunk plus the groups × genes tables.
+    """
+    codes, groups = group_codes(adata.obs_names, halves)
+    n_groups, n_genes = len(groups), adata.n_vars
+    total = np.zeros((n_groups, n_genes))
+    total_sq = np.zeros((n_groups, n_genes))
+    for start in range(0, adata.n_obs, chunk_size):
+        stop = min(start + chunk_size, adata.n_obs)
+        x = sp.csr_matrix(adata.X[start:stop], dtype=np.float64)
+        # groups × cells indicator: one sparse product sums every group's cells at once
+        ind = sp.csr_matrix(
+            (np.ones(stop - start), (codes[start:stop], np.arange(stop - start))), shape=(n_groups, stop - start)
+        )
+        total += (ind @ x).toarray()
+        total_sq += (ind @ x.multiply(x)).toarray()
+    n = np.bincount(codes, minlength=n_groups)
+    obs = groups.assign(n_cells=n.astype(np.int64), is_control=groups["perturbation"].eq(CONTROL).to_numpy())
+    obs.index = obs.index.astype(str)
+    stats = ad.AnnData(
+        X=total / n[:, None],
+        obs=obs,
+        var=pd.DataFrame(index=adata.var_names.astype(str)),
+        layers={"sum": total, "sumsq": total_sq},
+    )
+    stats.uns.update({k: adata.uns[k] for k in ("dataset", "modality", "cell_line") if k in adata.uns})
+    return stats
+
+
+def pooled_means(stats: ad.AnnData) -> pd.DataFrame:
+    """(P, G) mean log1p expression per perturbation over both halves (all its cells), control included."""
+    sums = pd.DataFrame(stats.layers["sum"], index=stats.obs["perturbation"].to_numpy(), columns=stats.var_names)
+    total = sums.groupby(level=0, sort=True).sum()
+    n = stats.obs.groupby("perturbation", sort=True)["n_cells"].sum()
+    return total.div(n.reindex(total.index), axis=0)
+
+
+def half_means(stats: ad.AnnData, half: str) -> pd.DataFrame:
+    """(P, G) mean log1p expression per perturbation in one half."""
+    rows = stats.obs["half"].to_numpy() == half
+    return pd.DataFrame(
+        np.asarray(stats.X)[rows], index=stats.obs["perturbation"].to_numpy()[rows], columns=stats.var_names
+    )

@@ -1,0 +1,61 @@
+# Dynamic Range Fraction of every metric, per perturbation, and the calibration checks on simulated truth.
+
+CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_duplicate"]
+
+
+rule compute_drf:
+    input:
+        lambda wc: metric_tables(datasets=[wc.dataset], methods=CONTROL_METHODS),
+    output:
+        "results/{dataset}/drf.parquet",
+    log:
+        "logs/compute_drf/{dataset}.log",
+    benchmark:
+        "benchmarks/compute_drf/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/compute_drf.py"
+
+
+rule collect_drf:
+    input:
+        expand("results/{dataset}/drf.parquet", dataset=DATASETS),
+    output:
+        "results/calibration/drf.parquet",
+    log:
+        "logs/collect_drf/collect_drf.log",
+    benchmark:
+        "benchmarks/collect_drf/collect_drf.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/collect_tables.py"
+
+
+def simulated_truth(wildcards):
+    return {
+        ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if "simulate" in dataset_cfg(ds)["source"]
+    }
+
+
+rule summarize_calibration:
+    input:
+        drf="results/calibration/drf.parquet",
+        summary="results/summary.csv",
+        degs=expand("results/{dataset}/degs_gt.parquet", dataset=DATASETS),
+        truth=lambda wc: list(simulated_truth(wc).values()),
+    output:
+        "results/calibration/summary.json",
+    params:
+        datasets=DATASETS,
+        simulated=lambda wc: list(simulated_truth(wc)),
+        deg_alpha=config["processing"]["deg_alpha"],
+    log:
+        "logs/summarize_calibration/summarize_calibration.log",
+    benchmark:
+        "benchmarks/summarize_calibration/summarize_calibration.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/summarize_calibration.py"

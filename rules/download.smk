@@ -1,0 +1,37 @@
+# Raw data: a verified download, or the simulator for the offline demo panel. Local paths are read in place.
+
+
+rule download_dataset:
+    output:
+        "resources/{dataset}/raw.h5ad",
+    params:
+        urls=lambda wc: dataset_cfg(wc.dataset)["source"]["url"],
+        sha256=lambda wc: dataset_cfg(wc.dataset)["source"].get("sha256"),
+        size=lambda wc: dataset_cfg(wc.dataset)["source"].get("size"),
+    log:
+        "logs/download_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/download_dataset/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    retries: 2
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule simulate_dataset:
+    output:
+        raw="resources/simulated/{dataset}/raw.h5ad",
+        truth="resources/simulated/{dataset}/truth.parquet",
+    params:
+        simulate=lambda wc: dataset_cfg(wc.dataset)["source"]["simulate"],
+        modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
+        seed=config["seed"],
+    log:
+        "logs/simulate_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/simulate_dataset/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/simulate_dataset.py"

@@ -1,0 +1,40 @@
+# The 13 metrics per (dataset, task, fold, method) and one tidy table of all of them.
+
+
+rule score_metrics:
+    input:
+        prediction="results/{dataset}/predictions/{task}/fold{fold}/{method}.h5ad",
+        stats="results/{dataset}/stats.h5ad",
+        folds="results/{dataset}/folds_{task}.parquet",
+        degs_gt="results/{dataset}/degs_gt.parquet",
+    output:
+        "results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet",
+    params:
+        deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+    log:
+        "logs/score_metrics/{dataset}/{task}/fold{fold}/{method}.log",
+    benchmark:
+        "benchmarks/score_metrics/{dataset}/{task}/fold{fold}/{method}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/score_metrics.py"
+
+
+def metric_tables(wildcards=None, datasets=None, methods=None):
+    return fold_outputs("results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet", datasets, methods)
+
+
+rule collect_metrics:
+    input:
+        metric_tables,
+    output:
+        "results/metrics.parquet",
+    log:
+        "logs/collect_metrics/collect_metrics.log",
+    benchmark:
+        "benchmarks/collect_metrics/collect_metrics.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/collect_metrics.py"

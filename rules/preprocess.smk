@@ -1,0 +1,32 @@
+# Harmonize labels, QC, normalize, cap cells, select genes.
+
+
+def preprocess_params(wildcards):
+    cfg = dataset_cfg(wildcards.dataset)
+    keys = ("perturbation_column", "control_labels", "combo_delimiter", "gene_symbol_column", "harmonizers")
+    return {k: cfg[k] for k in keys}
+
+
+rule preprocess_dataset:
+    input:
+        raw_input,
+    output:
+        adata="results/{dataset}/processed.h5ad",
+        qc="results/{dataset}/qc.json",
+    params:
+        harmonize=preprocess_params,
+        values=lambda wc: dataset_cfg(wc.dataset)["values"],
+        modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
+        cell_line=lambda wc: dataset_cfg(wc.dataset)["cell_line"],
+        processing=lambda wc: dataset_cfg(wc.dataset)["processing"],
+        seed=config["seed"],
+    log:
+        "logs/preprocess_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/preprocess_dataset/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("preprocess_dataset"),
+    script:
+        "../scripts/preprocess_dataset.py"

@@ -1,0 +1,21 @@
+# One streaming pass over cells to per-(perturbation, half) sufficient statistics.
+
+
+rule reduce_cells:
+    input:
+        adata="results/{dataset}/processed.h5ad",
+        halves="results/{dataset}/halves.parquet",
+    output:
+        "results/{dataset}/stats.h5ad",
+    params:
+        chunk_size=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_size"],
+    log:
+        "logs/reduce_cells/{dataset}.log",
+    benchmark:
+        "benchmarks/reduce_cells/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("reduce_cells"),
+    script:
+        "../scripts/reduce_cells.py"

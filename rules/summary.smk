@@ -1,0 +1,34 @@
+# Per-dataset summary (the paper's Table S5) and the combined table.
+
+
+rule summarize_dataset:
+    input:
+        adata="results/{dataset}/processed.h5ad",
+        degs_gt="results/{dataset}/degs_gt.parquet",
+    output:
+        "results/{dataset}/summary.json",
+    params:
+        deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+    log:
+        "logs/summarize_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/summarize_dataset/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/summarize_dataset.py"
+
+
+rule collect_summaries:
+    input:
+        expand("results/{dataset}/summary.json", dataset=DATASETS),
+    output:
+        "results/summary.csv",
+    log:
+        "logs/collect_summaries/collect_summaries.log",
+    benchmark:
+        "benchmarks/collect_summaries/collect_summaries.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/collect_tables.py"

@@ -1,0 +1,7 @@
+"""Rule collect_metrics: all metric files of the run → results/metrics.parquet."""
+
+from pertcal.evaluate import read_metric_tables
+from pertcal.io import log_to, write_parquet
+
+log_to(snakemake.log[0])
+write_parquet(read_metric_tables(snakemake.input), snakemake.output[0])
