@@ -71,4 +71,6 @@ def concat_tables(paths) -> pd.DataFrame:
     frames = []
     for path in map(str, paths):
         frames.append(pd.DataFrame([json.loads(Path(path).read_text())]) if path.endswith(".json") else pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    # identifying column first (JSON objects come back with sorted keys)
+    return table[["dataset", *table.columns.drop("dataset")]] if "dataset" in table else table

@@ -9,48 +9,89 @@ import numpy as np
 import pandas as pd
 
 MIN_DEGS = 3
+# Row-wise metrics run over row blocks of about this many values (1 MB of float64 per array), so their
+# temporaries stay in cache: about 3× faster than whole (2,000 × 8,192) arrays.
+_BLOCK_VALUES = 1 << 17
 # Rows scored per block in the exact recomputation of NIR's near-tied distances (bounds memory to block × G).
 _TIE_BLOCK = 256
+_EPS = np.finfo(np.float64).eps
 
 
-def _mse(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(P,) weighted mean squared error Σ w (ŷ − y)² / Σ w; NaN where Σ w = 0."""
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P,) row-wise dot products of two (P, G) arrays without a (P, G) temporary."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _mse(pred: np.ndarray, truth: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """(P,) weighted mean squared error Σ w (ŷ − y)² / Σ w (w None: plain mean); NaN where Σ w = 0."""
+    d = pred - truth
+    if w is None:
+        return _rowdot(d, d) / d.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (w * (pred - truth) ** 2).sum(axis=1) / w.sum(axis=1)
+        return _rowdot(w * d, d) / w.sum(axis=1)
 
 
-def _is_constant(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(P,) bool: all masked values of a row are equal (an exact test; a floating mean would blur it)."""
-    return np.where(mask, x, np.inf).min(axis=1) == np.where(mask, x, -np.inf).max(axis=1)
+def _constant(x: np.ndarray, w: np.ndarray | None, ss: np.ndarray, n, mean: np.ndarray) -> np.ndarray:
+    """(P,) bool: all values of a row where w > 0 (w None: all) are exactly equal.
+
+    A floating mean leaves a centred (weighted) sum of squares `ss` of rounding size, not 0, for a constant row;
+    `n` is the count (or weight sum) behind `ss`. `ss` only shortlists rows within that rounding bound of 0;
+    the shortlist is then checked exactly.
+    """
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero(ss <= n * (2.0 * (x.shape[1] + 1) * _EPS * mean) ** 2)
+    out = np.zeros(len(x), dtype=bool)
+    if len(rows):
+        xs = x[rows]
+        m = np.ones_like(xs, dtype=bool) if w is None else w[rows] > 0
+        out[rows] = np.where(m, xs, np.inf).min(axis=1) == np.where(m, xs, -np.inf).max(axis=1)
+    return out
 
 
-def _pearson(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(P,) Pearson correlation over genes with w > 0; NaN where either side is constant (as scipy.stats.pearsonr)."""
-    mask = w > 0
-    n = mask.sum(axis=1, keepdims=True)
+def _centred(x: np.ndarray, mask: np.ndarray | None, n) -> tuple[np.ndarray, np.ndarray]:
+    """Row means over the masked genes and x minus them, zeroed off the mask."""
+    mean = (x.sum(axis=1) if mask is None else _rowdot(mask, x)) / n
+    xc = x - mean[:, None]
+    if mask is not None:
+        xc *= mask
+    return mean, xc
+
+
+def _pearson(pred: np.ndarray, truth: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """(P,) Pearson correlation over genes with w > 0 (w None: all); NaN where a side is constant (as scipy)."""
+    mask = None if w is None else (w > 0).astype(np.float64)
+    n = pred.shape[1] if mask is None else mask.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        xc = np.where(mask, pred - np.where(mask, pred, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
-        yc = np.where(mask, truth - np.where(mask, truth, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
-        r = (xc * yc).sum(axis=1) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
-    r = np.clip(r, -1.0, 1.0)
-    r[_is_constant(pred, mask) | _is_constant(truth, mask)] = np.nan
+        xm, xc = _centred(pred, mask, n)
+        ym, yc = _centred(truth, mask, n)
+        sxx, syy = _rowdot(xc, xc), _rowdot(yc, yc)
+        r = np.clip(_rowdot(xc, yc) / np.sqrt(sxx * syy), -1.0, 1.0)
+    r[_constant(pred, mask, sxx, n, xm) | _constant(truth, mask, syy, n, ym)] = np.nan
     return r
 
 
-def _r2(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _r2(pred: np.ndarray, truth: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """(P,) sklearn r2_score(truth, pred, sample_weight=w) per row, force_finite edge cases included; NaN if Σ w = 0."""
-    sw = w.sum(axis=1)
+    d = truth - pred
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = (w * truth).sum(axis=1, keepdims=True) / sw[:, None]
-        num = (w * (truth - pred) ** 2).sum(axis=1)
-        den = (w * (truth - mean) ** 2).sum(axis=1)
-        den[_is_constant(truth, w > 0)] = 0.0
+        if w is None:
+            sw = truth.shape[1]
+            mean = truth.sum(axis=1) / sw
+            tc = truth - mean[:, None]
+            num, den = _rowdot(d, d), _rowdot(tc, tc)
+        else:
+            sw = w.sum(axis=1)
+            mean = _rowdot(w, truth) / sw
+            tc = truth - mean[:, None]
+            num, den = _rowdot(w * d, d), _rowdot(w * tc, tc)
+        den[_constant(truth, w, den, sw, mean)] = 0.0
         r2 = np.where(num == 0, 1.0, np.where(den == 0, 0.0, 1.0 - num / den))
-    r2[sw == 0] = np.nan
+    if w is not None:
+        r2[sw == 0] = np.nan
     return r2
 
 
-def _nir(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _nir(pred: np.ndarray, truth: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """(P,) normalized inverse rank: fraction of j ≠ i with ||ŷ_i − y_i|| < ||ŷ_i − y_j||; `w` unused."""
     P, G = pred.shape
     if P < 2:
@@ -63,7 +104,7 @@ def _nir(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
     d2 = a2[:, None] + b2[None, :] - 2.0 * (a @ b.T)
     own = ((pred - truth) ** 2).sum(axis=1)
     # Pairs within the expansion's rounding bound of a tie are recomputed exactly, so ties are decided exactly.
-    bound = 8.0 * G * np.finfo(np.float64).eps * (a2[:, None] + b2[None, :])
+    bound = 8.0 * G * _EPS * (a2[:, None] + b2[None, :])
     near_i, near_j = np.nonzero(np.abs(d2 - own[:, None]) <= bound)
     for s in range(0, len(near_i), _TIE_BLOCK):
         i, j = near_i[s : s + _TIE_BLOCK], near_j[s : s + _TIE_BLOCK]
@@ -79,11 +120,12 @@ def _nir(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
 class Metric:
     """One metric: `fn(pred, truth, w) -> (P,)` on deltas against `reference`, over the genes weighted by `genes`."""
 
-    fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    genes: str  # 'all' (w = 1), 'degs' (w = gt DEG mask), 'weights' (w = gt DEG weights)
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+    genes: str  # 'all' (w None), 'degs' (w = gt DEG mask as 0/1), 'weights' (w = gt DEG weights)
     reference: str | None  # 'ctrl' (Δ vs control), 'pert' (Δ vs mean baseline), None (raw profiles)
     higher_is_better: bool
     perfect: float
+    rowwise: bool = True  # a perturbation's value depends on its own row only
 
 
 METRICS: dict[str, Metric] = {
@@ -99,7 +141,7 @@ METRICS: dict[str, Metric] = {
     "r2_deltapert_degs": Metric(_r2, "degs", "pert", True, 1.0),
     "weighted_r2_deltactrl": Metric(_r2, "weights", "ctrl", True, 1.0),
     "weighted_r2_deltapert": Metric(_r2, "weights", "pert", True, 1.0),
-    "nir": Metric(_nir, "all", None, True, 1.0),
+    "nir": Metric(_nir, "all", None, True, 1.0, rowwise=False),
 }
 
 
@@ -117,21 +159,20 @@ def score_predictions(pred, truth, control, mean, weights, deg_mask, perturbatio
     for name, shape in expected.items():
         if np.shape(given[name]) != shape:
             raise ValueError(f"score_predictions: {name} has shape {np.shape(given[name])}, expected {shape}")
-    deg_mask = np.asarray(deg_mask, dtype=bool)
-    gene_weights = {
-        "all": np.broadcast_to(np.ones(G), (P, G)),
-        "degs": deg_mask.astype(np.float64),
-        "weights": np.asarray(weights, dtype=np.float64),
-    }
-    references = {None: None, "ctrl": np.asarray(control, dtype=np.float64), "pert": np.asarray(mean, dtype=np.float64)}
-    deltas = {k: (pred, truth) if r is None else (pred - r, truth - r) for k, r in references.items()}
-    too_few_degs = deg_mask.sum(axis=1) < MIN_DEGS
+    references = {"ctrl": np.asarray(control, dtype=np.float64), "pert": np.asarray(mean, dtype=np.float64)}
+    weights, deg_mask = np.asarray(weights, dtype=np.float64), np.asarray(deg_mask, dtype=bool)
 
-    values = np.empty((P, len(METRICS)))
-    for k, metric in enumerate(METRICS.values()):
-        values[:, k] = metric.fn(*deltas[metric.reference], gene_weights[metric.genes])
-        if metric.genes == "degs":
-            values[too_few_degs, k] = np.nan
+    specs = list(METRICS.values())
+    rowwise = [k for k, m in enumerate(specs) if m.rowwise]
+    whole = [k for k, m in enumerate(specs) if not m.rowwise]
+    values = np.empty((P, len(specs)))
+    step = max(1, _BLOCK_VALUES // G)
+    for start in range(0, P, step):
+        rows = slice(start, start + step)
+        values[rows, rowwise] = _score(
+            [specs[k] for k in rowwise], pred[rows], truth[rows], references, weights[rows], deg_mask[rows]
+        )
+    values[:, whole] = _score([specs[k] for k in whole], pred, truth, references, weights, deg_mask)
     return pd.DataFrame(
         {
             "perturbation": np.repeat(perturbations, len(METRICS)),
@@ -139,3 +180,16 @@ def score_predictions(pred, truth, control, mean, weights, deg_mask, perturbatio
             "value": values.ravel(),
         }
     )
+
+
+def _score(specs: list[Metric], pred, truth, references: dict, weights, deg_mask) -> np.ndarray:
+    """(P, len(specs)) values of `specs` for these rows; deltas only for the references the specs use."""
+    deltas = {None: (pred, truth)}
+    deltas |= {r: (pred - references[r], truth - references[r]) for r in {m.reference for m in specs} - {None}}
+    gene_weights = {"all": None, "degs": deg_mask.astype(np.float64), "weights": weights}
+    out = np.empty((len(pred), len(specs)))
+    for k, m in enumerate(specs):
+        out[:, k] = m.fn(*deltas[m.reference], gene_weights[m.genes])
+        if m.genes == "degs":
+            out[deg_mask.sum(axis=1) < MIN_DEGS, k] = np.nan
+    return out

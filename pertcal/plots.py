@@ -19,7 +19,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from pertcal.io import atomic_path  # noqa: E402
-from pertcal.stats import POSITIVE_CONTROLS, metric_direction, negative_control  # noqa: E402
+from pertcal.stats import POSITIVE_CONTROLS, metric_direction, negative_control, order_methods  # noqa: E402
 
 A4_WIDTH = 8.27
 STYLE = {
@@ -38,11 +38,14 @@ CENSORED_COLOR = "#d9d9d9"
 BETTER_COLOR = "#1b7837"
 NEUTRAL_COLOR = "#555555"
 DRF_CMAP = "RdBu"
-SHORT_NAMES = {"technical_duplicate": "tech. duplicate", "interpolated_duplicate": "interp. duplicate"}
+SHORT_NAMES = {"technical_duplicate": "tech. dup.", "interpolated_duplicate": "interp. dup."}
 
 
 def save_figure(fig: plt.Figure, pdf_path, png_path, dpi: int = 200) -> None:
     """Write `fig` as PDF and PNG atomically, without timestamps (same figure → same bytes), then close it."""
+    # lay the figure out once; both files then reuse the positions instead of re-running the layout engine
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
     with atomic_path(pdf_path) as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches="tight", pad_inches=0.05, metadata={"CreationDate": None})
     with atomic_path(png_path) as tmp:
@@ -86,7 +89,7 @@ def drf_heatmap(
     values = grid["mean_drf"].to_numpy(dtype=float).reshape(len(metrics), len(datasets))
     censored = grid["censored"].fillna(True).to_numpy(dtype=bool).reshape(values.shape)
     with plt.rc_context(STYLE):
-        width = min(A4_WIDTH, 3.2 + 0.45 * len(datasets))
+        width = float(np.clip(3.2 + 0.45 * len(datasets), 6.0, A4_WIDTH))
         fig = _figure(width, 2.4 + 0.3 * len(metrics))
         gs = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.3 * len(metrics)], width_ratios=[len(datasets) * 0.45, 1.1, 0.12])
         ax_drf = fig.add_subplot(gs[0, 0])
@@ -116,7 +119,7 @@ def drf_heatmap(
         for j in np.nonzero(~np.isfinite(per_dataset))[0]:
             ax_drf.text(j, 0, "censored", rotation=90, ha="center", va="bottom", fontsize=6, color=NEUTRAL_COLOR)
         ax_drf.axhline(0, color="black", lw=0.5)
-        ax_drf.set_ylabel("mean DRF\n(over metrics)")
+        ax_drf.set_ylabel("mean DRF\nper dataset")
         ax_drf.set_ylim(min(-0.05, np.nanmin(per_dataset, initial=0) * 1.15), max(0.05, np.nanmax(per_dataset, initial=0) * 1.15))
         ax_drf.tick_params(labelbottom=False)
         ax_deg.bar(x, degs.reindex(datasets).to_numpy(dtype=float), color=NEUTRAL_COLOR)
@@ -127,7 +130,7 @@ def drf_heatmap(
         per_metric = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in values])
         ax_metric.barh(np.arange(len(metrics)), np.nan_to_num(per_metric), color=[plt.get_cmap(DRF_CMAP)(norm(v)) for v in np.nan_to_num(per_metric)], edgecolor="black", lw=0.4)
         ax_metric.axvline(0, color="black", lw=0.5)
-        ax_metric.set_xlabel("mean DRF\n(over datasets)")
+        ax_metric.set_xlabel("mean DRF\nper metric")
         ax_metric.tick_params(labelleft=False)
         ax_metric.set_xlim(min(-0.05, np.nanmin(per_metric, initial=0) * 1.15), max(0.05, np.nanmax(per_metric, initial=0) * 1.15))
 
@@ -137,7 +140,7 @@ def drf_heatmap(
             frameon=False,
         )
         label = positive_control.replace("_", " ")
-        fig.suptitle(f"Dynamic range fraction per metric and dataset (positive control: {label}; higher is better)")
+        fig.suptitle(f"Dynamic range fraction per metric and dataset\npositive control: {label}; higher is better")
     return fig
 
 
@@ -203,7 +206,7 @@ def drf_vs_degs(drf: pd.DataFrame, n_degs: pd.DataFrame, *, positive_control: st
             ax.set_ylim(-1.05, 1.05)
             ax.axhline(0, color="black", lw=0.5, ls=":")
             ax.set_title(f"{metric.upper()}")
-            ax.set_xlabel("DEGs of the perturbation (ground-truth half, symlog scale)")
+        fig.supxlabel("number of DEGs of the perturbation (ground-truth half; symlog scale)", fontsize=8)
         axes[0].set_ylabel("DRF per perturbation (higher is better)")
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", frameon=False, title="dataset", markerscale=2)
         fig.suptitle(f"DRF vs number of DEGs per perturbation (positive control: {positive_control.replace('_', ' ')})")
@@ -230,7 +233,7 @@ def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 
     ncols = 2
     nrows = int(np.ceil(len(metrics) / ncols))
     with plt.rc_context(STYLE):
-        fig = _figure(A4_WIDTH, 0.5 + nrows * (0.55 + 0.16 * n_rows_max))
+        fig = _figure(A4_WIDTH, 0.6 + nrows * (0.5 + 0.13 * n_rows_max))
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for ax, metric in zip(axes, metrics):
             d = stats[stats["metric"] == metric].assign(better=lambda x: _improvement(x)).sort_values("better", kind="stable")
@@ -238,10 +241,12 @@ def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 
             sig = (d["p_t_bonferroni"] < alpha).to_numpy()
             colors = np.where(sig, BETTER_COLOR, NEUTRAL_COLOR)
             err = np.vstack([d["mu_delta"] - d["ci_low"], d["ci_high"] - d["mu_delta"]]).clip(min=0)
-            ax.errorbar(d["mu_delta"], y, xerr=np.nan_to_num(err), fmt="none", ecolor=colors, elinewidth=1, capsize=1.5)
-            markers = np.where(d["method"].isin(POSITIVE_CONTROLS), "D", "o")
-            for yi, xi, c, mk in zip(y, d["mu_delta"], colors, markers):
-                ax.plot(xi, yi, marker=mk, color=c, ms=3.5, mfc=c if mk == "o" else "white", ls="none")
+            positive = d["method"].isin(POSITIVE_CONTROLS).to_numpy()
+            for yi, xi, e, c, pos in zip(y, d["mu_delta"], np.nan_to_num(err).T, colors, positive):
+                ax.errorbar(
+                    xi, yi, xerr=e[:, None], fmt="D" if pos else "o", color=c, mfc="white" if pos else c,
+                    ms=3.5, elinewidth=1, capsize=1.5,
+                )
             ax.axvline(0, color="black", lw=0.6, ls="--")
             ax.set_yticks(y, d["method"])
             ax.set_ylim(-0.6, max(len(d), 1) - 0.4)
@@ -271,8 +276,6 @@ def ideal_gap_heatmap(gap: pd.DataFrame, specs: Mapping, title: str) -> plt.Figu
 
     `gap`: pertcal.stats.ideal_gap_closed rows of one (dataset, task). Colours clip at ±1; labels show the value.
     """
-    from pertcal.stats import order_methods
-
     metrics = [m for m in specs if m in set(gap["metric"])]
     methods = order_methods(gap["method"].unique())
     values = gap.pivot(index="method", columns="metric", values="gap").reindex(index=methods, columns=metrics).to_numpy(dtype=float)
@@ -284,9 +287,9 @@ def ideal_gap_heatmap(gap: pd.DataFrame, specs: Mapping, title: str) -> plt.Figu
         ax.set_facecolor(CENSORED_COLOR)
         for i, j in np.ndindex(values.shape):
             v = values[i, j]
-            ax.text(j, i, f"{v:.2f}" if np.isfinite(v) else "n/a", ha="center", va="center", fontsize=6,
+            ax.text(j, i, f"{round(v, 2) + 0.0:.2f}" if np.isfinite(v) else "n/a", ha="center", va="center", fontsize=6,
                     color="white" if np.isfinite(v) and abs(v) > 0.65 else "black")
-        labels = [f"{m}\n(vs {negative_control(specs[m])})" for m in metrics]
+        labels = [f"{m} (vs {negative_control(specs[m])})" for m in metrics]
         ax.set_xticks(np.arange(len(metrics)), labels, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(np.arange(len(methods)), methods)
         ax.set_xlabel("metric (negative control)")
@@ -307,11 +310,11 @@ def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, t
     technical duplicate p.
     """
     names = [m for m in specs if m in set(metrics["metric"])]
-    ncols = 4
+    ncols = 3
     nrows = int(np.ceil(len(names) / ncols))
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     with plt.rc_context(STYLE):
-        fig = _figure(A4_WIDTH, 0.6 + 2.1 * nrows)
+        fig = _figure(A4_WIDTH, 0.7 + 2.15 * nrows)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, metric in zip(axes, names):
             spec = specs[metric]
@@ -326,14 +329,15 @@ def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, t
                     ax.hlines(v.mean(), j - 0.32, j + 0.32, color="black", lw=1.5)
                 p = t.get((method, neg), np.nan) if j else np.nan
                 labels.append(SHORT_NAMES.get(method, method) + ("" if j == 0 else f"\n{format_p(p)}"))
-            ax.set_xticks(np.arange(3), labels)
+            ax.set_xticks(np.arange(3), labels, fontsize=6.5)
             ax.set_xlim(-0.5, 2.5)
             p_id_td = t.get(("interpolated_duplicate", "technical_duplicate"), np.nan)
-            ax.set_title(f"{metric}\n({metric_direction(spec)}); interp. > tech. {format_p(p_id_td)}", fontsize=7)
+            ax.set_title(f"{metric} ({metric_direction(spec)})\ninterp. dup. better than tech. dup.: {format_p(p_id_td)}", fontsize=7)
+        for ax in axes[::ncols]:
             ax.set_ylabel("score per perturbation")
         for ax in axes[len(names):]:
             ax.set_axis_off()
         fig.suptitle(
-            title + "\nbars: means; p under a duplicate: one-sided paired Wilcoxon, duplicate better than the negative control"
+            title + "\nblack lines: means; p under a duplicate: one-sided paired Wilcoxon test that it beats the negative control"
         )
     return fig

@@ -17,22 +17,24 @@ from scipy import stats
 from pertcal.io import PertcalInputError
 
 CONTROL = "control"
-# Direction of the perturbation on its own target's expression.
-MODALITY_SIGN = {"CRISPRi": -1.0, "KO": -1.0, "Cas13": -1.0, "CRISPRa": 1.0}
-DEFAULT_TARGET_LFC = {-1.0: -2.3, 1.0: 2.5}  # ≈ 10% residual expression; ≈ 12-fold activation
+# Default on-target log-fold effect: ≈ 10% residual expression after knockdown, ≈ 12-fold activation.
+MODALITY_TARGET_LFC = {"CRISPRi": -2.3, "KO": -2.3, "Cas13": -2.3, "CRISPRa": 2.5}
 TARGET_LFC_JITTER_SDLOG = 0.15  # multiplicative, so the on-target effect keeps its sign
 
 GENE_MEAN_MEDIAN = 1.0  # counts per cell at library factor 1; log-normal, so many genes sit far below
 GENE_MEAN_SDLOG = 1.5
 THETA_MEDIAN = 3.0
 THETA_SDLOG = 0.6
-TARGET_MIN_QUANTILE = 0.3  # screens target genes that are expressed: skip the lowest 30% as targets
+# Expression-quantile window of target genes: knockdown screens target expressed genes; activation screens
+# target weakly expressed ones (activating an abundant gene would swamp every cell's library).
+TARGET_QUANTILES = {"knockdown": (0.3, 1.0), "activation": (0.1, 0.7)}
 
 DEG_THRESHOLD = 0.1  # |true log-fold effect| at or above which truth marks a gene as a DEG
 LFC_MIN = 0.3  # weakest downstream effect (× effect_size); the k-th strongest of n is LFC_MIN·(n/k)^LFC_DECAY
 LFC_DECAY = 0.5
-LFC_MAX = 3.0
+LFC_MAX = 2.5  # cap after effect_size scaling: ≈ 12-fold
 LFC_JITTER_SD = 0.2  # per-gene log-normal jitter, clipped at ±2 SD so effect_size 1 never falls below DEG_THRESHOLD
+WITHIN_PROGRAM_SHAPE = 2.0  # NB shape of DEG counts among perturbations of one program (CV ≈ 0.7)
 PROGRAM_CORE = 25  # top genes of each program, also co-expressed across control cells
 INTERACTION_SCALE = {"buffering": (-0.7, -0.3), "synergy": (0.5, 1.0)}
 
@@ -66,18 +68,17 @@ def simulate_perturbseq(
     """Simulate raw counts (cells × n_genes CSR float32) and the long truth table of nonzero true log-fold effects."""
     _validate(locals())
     rng_genes, rng_effects, rng_cells = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    sign = MODALITY_SIGN[modality]
     symbols = _gene_symbols(n_genes)
     base_mean, theta = _gene_parameters(rng_genes, n_genes)
 
-    targets = _draw_targets(rng_effects, base_mean, n_perturbations)
+    targets = _draw_targets(rng_effects, base_mean, n_perturbations, TARGET_QUANTILES[_direction(modality)])
     if n_programs is None:
         n_programs = int(np.clip(round(np.sqrt(n_perturbations)), 2, 20))
-    module, ranking, program_sign = _draw_programs(rng_effects, n_genes, targets, n_programs)
-    single_effects, n_degs = _single_effects(
-        rng_effects, n_genes, targets, module, ranking, program_sign,
-        mean_degs=mean_degs, deg_shape=deg_shape, effect_size=effect_size, private_fraction=private_fraction,
-        target_lfc=DEFAULT_TARGET_LFC[sign] if target_lfc is None else target_lfc,
+    module, ranking, program_sign, potency = _draw_programs(rng_effects, n_genes, targets, n_programs, deg_shape)
+    single_effects = _single_effects(
+        rng_effects, n_genes, targets, module, ranking, program_sign, potency,
+        mean_degs=mean_degs, effect_size=effect_size, private_fraction=private_fraction,
+        target_lfc=MODALITY_TARGET_LFC[modality] if target_lfc is None else target_lfc,
     )
     pairs = _draw_pairs(rng_effects, n_perturbations, n_combos)
     combo_effects = _combo_effects(
@@ -114,7 +115,7 @@ def _validate(args: dict) -> None:
         ("mean_degs", 0 <= args["mean_degs"] < args["n_genes"] - 1, "must be in [0, n_genes - 1)"),
         ("effect_size", args["effect_size"] >= 0, "must be non-negative"),
         ("interaction_fraction", 0 <= args["interaction_fraction"] <= 1, "must be in [0, 1]"),
-        ("modality", args["modality"] in MODALITY_SIGN, f"must be one of {sorted(MODALITY_SIGN)}"),
+        ("modality", args["modality"] in MODALITY_TARGET_LFC, f"must be one of {sorted(MODALITY_TARGET_LFC)}"),
         ("deg_shape", args["deg_shape"] > 0, "must be positive"),
         ("private_fraction", 0 <= args["private_fraction"] <= 1, "must be in [0, 1]"),
         ("n_programs", args["n_programs"] is None or args["n_programs"] >= 1, "must be at least 1"),
@@ -125,11 +126,18 @@ def _validate(args: dict) -> None:
     for field, ok, rule in checks:
         if not ok:
             raise PertcalInputError(f"simulate field '{field}' = {args[field]!r} {rule}")
-    n_targetable = args["n_genes"] - int(np.ceil(TARGET_MIN_QUANTILE * args["n_genes"]))
+    window = TARGET_QUANTILES[_direction(args["modality"])]
+    n_targetable = len(range(args["n_genes"])[_target_pool(args["n_genes"], window)])
     if n_singles > n_targetable:
         raise PertcalInputError(
-            f"simulate field 'n_perturbations' = {n_singles} exceeds the {n_targetable} expressed genes of n_genes"
+            f"simulate field 'n_perturbations' = {n_singles} exceeds the {n_targetable} targetable genes "
+            f"(an expression-quantile window of n_genes)"
         )
+
+
+def _direction(modality: str) -> str:
+    """'activation' or 'knockdown': what the modality does to its target."""
+    return "activation" if MODALITY_TARGET_LFC[modality] > 0 else "knockdown"
 
 
 def _gene_symbols(n_genes: int) -> np.ndarray:
@@ -145,28 +153,41 @@ def _gene_parameters(rng: np.random.Generator, n_genes: int) -> tuple[np.ndarray
     return base_mean, theta
 
 
-def _draw_targets(rng: np.random.Generator, base_mean: np.ndarray, n: int) -> np.ndarray:
-    """(n,) sorted gene indices of the single perturbations' targets, drawn among expressed genes."""
-    pool = np.argsort(base_mean, kind="stable")[int(np.ceil(TARGET_MIN_QUANTILE * len(base_mean))):]
-    return np.sort(rng.choice(pool, n, replace=False))
+def _draw_targets(
+    rng: np.random.Generator, base_mean: np.ndarray, n: int, quantiles: tuple[float, float]
+) -> np.ndarray:
+    """(n,) sorted gene indices of the single perturbations' targets, drawn within an expression-quantile window."""
+    by_expression = np.argsort(base_mean, kind="stable")
+    return np.sort(rng.choice(by_expression[_target_pool(len(base_mean), quantiles)], n, replace=False))
+
+
+def _target_pool(n_genes: int, quantiles: tuple[float, float]) -> slice:
+    """Slice of the genes sorted by expression that may be targeted."""
+    low, high = quantiles
+    return slice(int(np.ceil(low * n_genes)), int(np.floor(high * n_genes)))
 
 
 def _draw_programs(
-    rng: np.random.Generator, n_genes: int, targets: np.ndarray, n_programs: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Program of each target (n,), gene ranking per program (K, G) and gene signs per program (K, G) of ±1.
+    rng: np.random.Generator, n_genes: int, targets: np.ndarray, n_programs: int, deg_shape: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Program of each target (n,), gene ranking (K, G), gene signs ±1 (K, G) and potency (K,) per program.
 
-    A program's targets head its ranking, so a perturbation's program is visible from how its target gene
-    responds to the other perturbations (and co-varies in control cells): structure a model can learn.
+    A program's targets head its ranking with one shared sign, so a perturbation's program shows in how its target
+    gene responds to the other perturbations (and co-varies in control cells): structure a model can learn.
+    Potency (gamma, shape `deg_shape`) scales the program's DEG count; it is normalised so the average over the
+    perturbations is exactly one, which keeps the panel's mean DEG count at `mean_degs`.
     """
     module = rng.choice(n_programs, size=len(targets), p=rng.dirichlet(np.full(n_programs, 2.0)))
     ranking = np.empty((n_programs, n_genes), dtype=np.int64)
+    program_sign = rng.choice([-1.0, 1.0], size=(n_programs, n_genes))
     for k in range(n_programs):
         members = targets[module == k]
         others = rng.permutation(np.setdiff1d(np.arange(n_genes), members))
         ranking[k] = np.concatenate([rng.permutation(members), others])
-    program_sign = rng.choice([-1.0, 1.0], size=(n_programs, n_genes))
-    return module, ranking, program_sign
+        program_sign[k, members] = program_sign[k, members[0]] if len(members) else 1.0
+    # Floored: tiny gamma shapes can underflow to exactly zero.
+    potency = np.maximum(rng.gamma(deg_shape, 1.0, n_programs), np.finfo(float).tiny)
+    return module, ranking, program_sign, potency / potency[module].mean()
 
 
 def _single_effects(
@@ -176,19 +197,20 @@ def _single_effects(
     module: np.ndarray,
     ranking: np.ndarray,
     program_sign: np.ndarray,
+    potency: np.ndarray,
     *,
     mean_degs: float,
-    deg_shape: float,
     effect_size: float,
     private_fraction: float,
     target_lfc: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, G) true log-fold effects of the singles and (n,) their downstream DEG counts.
+) -> np.ndarray:
+    """(n, G) true log-fold effects of the singles.
 
-    Downstream genes: the top of the perturbation's program ranking (sign = program sign × the target's own sign
-    in it) plus a private random set; the target gene itself gets the on-target knockdown/activation.
+    DEG count ~ NB(mean_degs × program potency, shape WITHIN_PROGRAM_SHAPE). Downstream genes: the top of the
+    program's ranking (program signs) plus a private random set (random signs); the target gene itself gets the
+    on-target knockdown/activation.
     """
-    n_degs = _stratified_nb(rng, mean_degs, deg_shape, len(targets), cap=n_genes - 1)
+    n_degs = _stratified_nb(rng, mean_degs * potency[module], module, cap=n_genes - 1)
     effects = np.zeros((len(targets), n_genes))
     for i, (target, k, n) in enumerate(zip(targets, module, n_degs)):
         magnitude = _ranked_magnitudes(rng, n, effect_size)
@@ -199,26 +221,32 @@ def _single_effects(
         free = np.ones(n_genes, dtype=bool)
         free[program_genes] = free[target] = False
         private_genes = rng.choice(np.flatnonzero(free), n - n_program, replace=False)
-        effects[i, program_genes] = program_sign[k, target] * program_sign[k, program_genes] * magnitude[from_program]
+        effects[i, program_genes] = program_sign[k, program_genes] * magnitude[from_program]
         effects[i, private_genes] = rng.choice([-1.0, 1.0], n - n_program) * magnitude[~from_program]
         effects[i, target] = target_lfc * np.exp(rng.normal(0.0, TARGET_LFC_JITTER_SDLOG))
-    return effects, n_degs
+    return effects
 
 
-def _stratified_nb(rng: np.random.Generator, mean: float, shape: float, n: int, cap: int) -> np.ndarray:
-    """(n,) negative-binomial draws (mean, gamma shape) by stratified quantiles, so small panels hit the mean."""
-    if mean == 0:
-        return np.zeros(n, dtype=np.int64)
-    quantiles = (rng.permutation(n) + rng.uniform(size=n)) / n
-    draws = stats.nbinom.ppf(quantiles, shape, shape / (shape + mean))
-    return np.minimum(draws, cap).astype(np.int64)
+def _stratified_nb(rng: np.random.Generator, mean: np.ndarray, module: np.ndarray, cap: int) -> np.ndarray:
+    """(n,) NB(mean per item, shape WITHIN_PROGRAM_SHAPE) draws at quantiles stratified within each program.
+
+    Stratifying keeps each program's realised mean DEG count close to its expectation, so even a small panel's
+    average lands near `mean_degs`.
+    """
+    quantiles = np.empty(len(module))
+    for k in np.unique(module):
+        members = np.flatnonzero(module == k)
+        quantiles[members] = (rng.permutation(len(members)) + rng.uniform(size=len(members))) / len(members)
+    shape = WITHIN_PROGRAM_SHAPE
+    draws = stats.nbinom.ppf(quantiles, shape, shape / (shape + np.maximum(mean, 1e-12)))
+    return np.minimum(np.where(mean > 0, draws, 0), cap).astype(np.int64)
 
 
 def _ranked_magnitudes(rng: np.random.Generator, n: int, effect_size: float) -> np.ndarray:
     """(n,) decreasing |log-fold| effects: few strong, many near LFC_MIN (heavy-tailed like real DEG logFCs)."""
     rank = np.arange(1, n + 1)
     jitter = np.exp(np.clip(rng.normal(0.0, LFC_JITTER_SD, n), -2 * LFC_JITTER_SD, 2 * LFC_JITTER_SD))
-    return effect_size * np.minimum(LFC_MIN * (n / rank) ** LFC_DECAY * jitter, LFC_MAX)
+    return np.minimum(effect_size * LFC_MIN * (n / rank) ** LFC_DECAY * jitter, LFC_MAX)
 
 
 def _draw_pairs(rng: np.random.Generator, n_singles: int, n_combos: int) -> np.ndarray:
@@ -240,7 +268,7 @@ def _combo_effects(
     """(n_combos, G) effects: the sum of the two singles' log effects, plus an interaction for a minority.
 
     An interacting pair scales its summed downstream effect by 1 + γ (γ buffering in [-0.7, -0.3] or synergy in
-    [0.5, 1]) and gains a few new DEGs of its own; on-target effects stay additive.
+    [0.5, 1], clipped to ±2·LFC_MAX) and gains a few new DEGs of its own; on-target effects stay additive.
     """
     effects = single_effects[pairs[:, 0]] + single_effects[pairs[:, 1]]
     n_interacting = int(round(interaction_fraction * len(pairs)))
@@ -248,7 +276,9 @@ def _combo_effects(
         downstream = np.ones(effects.shape[1], dtype=bool)
         downstream[targets[pairs[c]]] = False
         low, high = INTERACTION_SCALE[rng.choice(sorted(INTERACTION_SCALE))]
-        effects[c, downstream] *= 1.0 + rng.uniform(low, high)
+        # Clipped to the additive range (two singles at LFC_MAX) so synergy cannot swamp the cell's library.
+        scaled = effects[c, downstream] * (1.0 + rng.uniform(low, high))
+        effects[c, downstream] = np.clip(scaled, -2 * LFC_MAX, 2 * LFC_MAX)
         n_new = 1 + rng.poisson(max(5.0, 0.2 * mean_degs))
         untouched = np.flatnonzero(downstream & (effects[c] == 0))
         new_genes = rng.choice(untouched, min(n_new, len(untouched)), replace=False)

@@ -15,6 +15,8 @@ import pandas as pd
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
+from pertcal.io import PertcalInputError
+
 POSITIVE_CONTROLS = ("technical_duplicate", "interpolated_duplicate")
 BASELINE_ORDER = (
     "control",
@@ -26,6 +28,7 @@ BASELINE_ORDER = (
     "crispr_informed_mean",
 )
 PAIR_KEYS = ["fold", "perturbation"]
+METRICS_COLUMNS = ["dataset", "task", "fold", "method", "perturbation", "metric", "value"]
 STATS_COLUMNS = [
     "dataset",
     "task",
@@ -64,6 +67,22 @@ def negative_control(spec) -> str:
 def metric_direction(spec) -> str:
     """'higher is better' or 'lower is better', for axis labels."""
     return "higher is better" if spec.higher_is_better else "lower is better"
+
+
+def select_metrics(metrics: pd.DataFrame, dataset: str, task: str, specs: Mapping, *, source: str) -> pd.DataFrame:
+    """The validated rows of one (dataset, task) from a results/metrics.parquet table read from `source`."""
+    missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise PertcalInputError(f"dataset {dataset}: {source} lacks column(s) {missing}")
+    out = metrics[(metrics["dataset"] == dataset) & (metrics["task"] == task)]
+    if out.empty:
+        raise PertcalInputError(f"dataset {dataset}: {source} has no rows for task {task!r} (field 'task')")
+    unknown = sorted(set(out["metric"]) - set(specs))
+    if unknown:
+        raise PertcalInputError(f"dataset {dataset}: {source} field 'metric' has unknown metrics {unknown}")
+    if out.duplicated(["fold", "method", "perturbation", "metric"]).any():
+        raise PertcalInputError(f"dataset {dataset}: {source} repeats (fold, method, perturbation, metric) rows")
+    return out.reset_index(drop=True)
 
 
 # --- paired tests -------------------------------------------------------------------------------
@@ -153,7 +172,7 @@ def bonferroni(pvalues: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _paired_wide(metrics: pd.DataFrame) -> pd.DataFrame:
     """(fold, perturbation) × method table of one metric's values."""
-    return metrics.pivot_table(index=PAIR_KEYS, columns="method", values="value", aggfunc="first", dropna=False)
+    return metrics.pivot(index=PAIR_KEYS, columns="method", values="value")
 
 
 def compare_methods(

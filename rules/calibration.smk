@@ -1,8 +1,5 @@
 # Dynamic Range Fraction of every metric, per perturbation, and the calibration checks on simulated truth.
 
-CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_duplicate"]
-
-
 rule compute_drf:
     input:
         lambda wc: metric_tables(datasets=[wc.dataset], methods=CONTROL_METHODS),
@@ -31,12 +28,6 @@ rule collect_drf:
         "../envs/pertcal.yaml"
     script:
         "../scripts/collect_tables.py"
-
-
-def simulated_truth(wildcards):
-    return {
-        ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if "simulate" in dataset_cfg(ds)["source"]
-    }
 
 
 rule summarize_calibration:

@@ -103,8 +103,28 @@ def fold_outputs(pattern, datasets=None, methods=None):
     return out
 
 
+def preprocess_params(wildcards):
+    cfg = dataset_cfg(wildcards.dataset)
+    keys = ("perturbation_column", "control_labels", "combo_delimiter", "gene_symbol_column", "harmonizers")
+    return {k: cfg[k] for k in keys}
+
+
+def metric_tables(wildcards=None, datasets=None, methods=None):
+    return fold_outputs("results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet", datasets, methods)
+
+
+CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_duplicate"]
+
+
+def simulated_truth(wildcards):
+    return {
+        ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if "simulate" in dataset_cfg(ds)["source"]
+    }
+
+
 wildcard_constraints:
-    dataset="[a-z0-9_]+",
+    # only configured names: keeps results/calibration/… and results/stats/… from matching {dataset}
+    dataset="|".join(sorted(config["datasets"])),
     task="single|combo",
     fold="[0-9]+",
     half="gt|td",

@@ -21,10 +21,6 @@ rule score_metrics:
         "../scripts/score_metrics.py"
 
 
-def metric_tables(wildcards=None, datasets=None, methods=None):
-    return fold_outputs("results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet", datasets, methods)
-
-
 rule collect_metrics:
     input:
         metric_tables,

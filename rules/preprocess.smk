@@ -1,12 +1,6 @@
 # Harmonize labels, QC, normalize, cap cells, select genes.
 
 
-def preprocess_params(wildcards):
-    cfg = dataset_cfg(wildcards.dataset)
-    keys = ("perturbation_column", "control_labels", "combo_delimiter", "gene_symbol_column", "harmonizers")
-    return {k: cfg[k] for k in keys}
-
-
 rule preprocess_dataset:
     input:
         raw_input,

@@ -66,9 +66,10 @@ def _scanpy_reference(X, labels, half, h, tested):
     return ref.rename(columns={"group": "perturbation", "names": "gene"})
 
 
-@pytest.mark.parametrize("h", ["gt", "td"])
-def test_matches_scanpy_rank_genes_groups(cells, h):
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # scanpy's own frame building
+def test_matches_scanpy_rank_genes_groups(cells):
     X, labels, half = cells
+    h = "td"  # either half; test_other_half_cells_are_not_in_rest covers the split
     stats = _stats_from_cells(X, labels, half)
     ours = degs.test_degs(stats, h)
 

@@ -1,8 +1,9 @@
 """A throwaway one-node SLURM cluster on loopback for the integration tests: install, configure, start, stop.
 
-Everything the cluster writes (slurm.conf, state, spool, logs, pid files) lives under one directory;
-clients find it through SLURM_CONF, so /etc/slurm is never touched. Only daemons this module started
-are stopped, by the pids it recorded.
+State, spool, logs and pid files live under one directory. The configuration must sit at the compiled-in
+/etc/slurm/slurm.conf: the SLURM executor's job step strips SLURM_CONF before its inner `srun`. Any
+configuration found there is put back on stop. Only daemons this module started are stopped, by the pids
+it recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client", "munged": "munge"}
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 MUNGE_PID = Path("/run/munge/munged.pid")
+SLURM_ETC = Path("/etc/slurm")
 # Partition names match profiles/slurm/config.yaml, so the profile runs here unedited.
 CPU_PARTITION = "cpu"
 GPU_PARTITION = "gpu"
@@ -119,14 +121,16 @@ CGROUP_CONF = "CgroupPlugin=autodetect\nIgnoreSystemd=yes\n"
 
 
 class SlurmCluster:
-    """A one-node cluster whose files live under `root`; `env` points clients (sbatch, squeue, Snakemake) at it."""
+    """A one-node cluster whose state, spool and logs live under `root`."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.host = socket.gethostname().split(".")[0]
-        self.conf = self.root / "slurm.conf"
-        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+        self.conf = SLURM_ETC / "slurm.conf"
+        self.env = dict(os.environ)
+        self.env.pop("SLURM_CONF", None)
         self._started: list[tuple[str, int]] = []  # (daemon, pid) in start order
+        self._saved_etc: dict[Path, bytes | None] = {}  # config files as found, restored on stop
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a SLURM client command against this cluster."""
@@ -135,17 +139,24 @@ class SlurmCluster:
     def write_config(self) -> None:
         for sub in ("state", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # fresh ports each time: a daemon left over from an aborted run cannot collide with this one
         ports = (_free_port(), _free_port())
-        self.conf.write_text(slurm_conf(self.root, self.host, os.cpu_count() or 1, _real_memory_mb(), ports))
-        (self.root / "cgroup.conf").write_text(CGROUP_CONF)
+        texts = {
+            self.conf: slurm_conf(self.root, self.host, os.cpu_count() or 1, _real_memory_mb(), ports),
+            SLURM_ETC / "cgroup.conf": CGROUP_CONF,
+        }
+        SLURM_ETC.mkdir(parents=True, exist_ok=True)
+        for path, text in texts.items():
+            self._saved_etc.setdefault(path, path.read_bytes() if path.exists() else None)
+            path.write_text(text)
 
     def start(self, timeout: float = 60) -> None:
         """Start munged (unless one answers already), slurmctld and slurmd; wait until the node is idle."""
         self.write_config()
         if not self._munge_answers():
             self._start_munged()
-        self._start_daemon("slurmctld", self.root / "slurmctld.pid", "-f", str(self.conf))
-        self._start_daemon("slurmd", self.root / "slurmd.pid", "-f", str(self.conf))
+        self._start_daemon("slurmctld", self.root / "slurmctld.pid")
+        self._start_daemon("slurmd", self.root / "slurmd.pid")
         self.wait_idle(timeout)
 
     def wait_idle(self, timeout: float = 60) -> None:
@@ -160,7 +171,15 @@ class SlurmCluster:
         raise SlurmUnavailable(f"node not idle after {timeout}s (sinfo: {state!r})\n{self.daemon_logs()}")
 
     def stop(self) -> None:
-        """Terminate the daemons this object started, newest first, and wait for them to exit."""
+        """Cancel jobs left on this cluster, terminate the daemons this object started (newest first), put the
+        configuration back as it was."""
+        if any(name == "slurmctld" for name, _ in self._started):
+            # no job step may outlive slurmd
+            self.run("scancel", "--user", "root", check=False)
+            for _ in range(100):
+                if not self.run("squeue", "-h", "-t", "running,completing", check=False).stdout.strip():
+                    break
+                time.sleep(0.1)
         while self._started:
             name, pid = self._started.pop()
             try:
@@ -173,6 +192,12 @@ class SlurmCluster:
                 time.sleep(0.1)
             else:
                 os.kill(pid, signal.SIGKILL)
+        for path, original in self._saved_etc.items():
+            if original is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(original)
+        self._saved_etc.clear()
 
     def daemon_logs(self, tail: int = 30) -> str:
         """The last lines of the daemons' logs, for failure messages."""
@@ -187,7 +212,9 @@ class SlurmCluster:
         if not MUNGE_SOCKET.exists():
             return False
         cred = subprocess.run(["munge", "-n"], capture_output=True)
-        return cred.returncode == 0 and subprocess.run(["unmunge"], input=cred.stdout, capture_output=True).returncode == 0
+        if cred.returncode != 0:
+            return False
+        return subprocess.run(["unmunge"], input=cred.stdout, capture_output=True).returncode == 0
 
     def _start_munged(self) -> None:
         if not Path("/etc/munge/munge.key").exists():
@@ -203,9 +230,9 @@ class SlurmCluster:
             time.sleep(0.1)
         raise SlurmUnavailable("munged started but `munge -n | unmunge` fails")
 
-    def _start_daemon(self, name: str, pidfile: Path, *args: str) -> None:
+    def _start_daemon(self, name: str, pidfile: Path) -> None:
         pidfile.unlink(missing_ok=True)
-        result = subprocess.run([_which(name), *args], env=self.env, capture_output=True, text=True)
+        result = subprocess.run([_which(name)], env=self.env, capture_output=True, text=True)
         if result.returncode != 0:
             raise SlurmUnavailable(f"{name} failed to start: {result.stderr}\n{self.daemon_logs()}")
         self._record(name, pidfile)

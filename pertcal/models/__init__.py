@@ -1,0 +1,1 @@
+"""Perturbation models behind one train/predict contract (docs/models.md); `pertcal-model` is their command."""

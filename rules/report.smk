@@ -1,0 +1,81 @@
+# The HTML report (`snakemake --report results/report.html`) and the `benchmark` target that builds
+# everything it shows: DRF heatmaps, statistics, tables and figures.
+
+
+report: "../report/workflow.rst"
+
+
+rule render_dataset_summary:
+    input:
+        "results/summary.csv",
+    output:
+        report(
+            "results/tables/summary.html",
+            caption="../report/dataset_summary.rst",
+            category="Datasets and configuration",
+            labels={"result": "dataset summary"},
+        ),
+    log:
+        "logs/render_dataset_summary/render_dataset_summary.log",
+    benchmark:
+        "benchmarks/render_dataset_summary/render_dataset_summary.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/render_dataset_summary.py"
+
+
+rule write_run_config:
+    output:
+        yaml="results/run_config.yaml",
+        html=report(
+            "results/run_config.html",
+            caption="../report/run_config.rst",
+            category="Datasets and configuration",
+            labels={"result": "configuration"},
+        ),
+    params:
+        config=config,
+    log:
+        "logs/write_run_config/write_run_config.log",
+    benchmark:
+        "benchmarks/write_run_config/write_run_config.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/write_run_config.py"
+
+
+def benchmark_outputs(wildcards=None):
+    """Every file the benchmark target stands for (and the report shows)."""
+    calibration = [
+        f"results/{name}.{ext}" for name in ("drf_heatmap", "drf_heatmap_techdup", "drf_mse_vs_wmse") for ext in ("pdf", "png")
+    ]
+    calibration += [f"results/figures/drf_vs_degs.{ext}" for ext in ("pdf", "png")]
+    per_task = []
+    for ds in DATASETS:
+        for task in tasks_of(ds):
+            per_task += [f"results/tables/{ds}_{task}.{ext}" for ext in ("csv", "md", "tex", "html")]
+            for ext in ("pdf", "png"):
+                per_task += [f"results/figures/{ds}/forest_{task}_vs_{c}.{ext}" for c in comparisons_of(task)]
+                per_task += [f"results/figures/{ds}/ideal_gap_{task}.{ext}", f"results/figures/{ds}/controls_{task}.{ext}"]
+    return (
+        calibration
+        + per_task
+        + ["results/stats/all.parquet", "results/tables/summary.html", "results/run_config.yaml", "results/run_config.html"]
+    )
+
+
+rule benchmark:
+    input:
+        benchmark_outputs,
+    output:
+        "results/benchmark.done",
+    log:
+        "logs/benchmark/benchmark.log",
+    benchmark:
+        "benchmarks/benchmark/benchmark.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    shell:
+        "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"

@@ -1,0 +1,75 @@
+# Benchmark statistics: every method against the negative control (and the additive baseline for combos),
+# paired by perturbation; mean ± SEM tables. Settings under config `stats:` override STATS_DEFAULTS.
+
+STATS_DEFAULTS = {"n_resamples": 10000, "confidence": 0.95, "alpha": 0.05, "min_perturbations": 10}
+STATS = {**STATS_DEFAULTS, **config.get("stats", {})}
+
+
+def dataset_tasks(pattern):
+    """Expand a {dataset}/{task} pattern over the run's datasets and their tasks."""
+    return [pattern.format(dataset=ds, task=task) for ds in DATASETS for task in tasks_of(ds)]
+
+
+def comparisons_of(task):
+    """Reference sets a task's methods are compared against (the additive baseline exists for combos only)."""
+    return ["negative_control", "additive"] if task == "combo" and "additive" in config["baselines"] else ["negative_control"]
+
+
+rule compute_stats:
+    input:
+        "results/metrics.parquet",
+    output:
+        "results/stats/{dataset}_{task}.parquet",
+    params:
+        seed=config["seed"],
+        n_resamples=STATS["n_resamples"],
+        confidence=STATS["confidence"],
+    log:
+        "logs/compute_stats/{dataset}_{task}.log",
+    benchmark:
+        "benchmarks/compute_stats/{dataset}_{task}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("compute_stats"),
+    script:
+        "../scripts/compute_stats.py"
+
+
+rule collect_stats:
+    input:
+        dataset_tasks("results/stats/{dataset}_{task}.parquet"),
+    output:
+        "results/stats/all.parquet",
+    log:
+        "logs/collect_stats/collect_stats.log",
+    benchmark:
+        "benchmarks/collect_stats/collect_stats.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/collect_tables.py"
+
+
+rule tabulate_metrics:
+    input:
+        "results/metrics.parquet",
+    output:
+        csv="results/tables/{dataset}_{task}.csv",
+        md="results/tables/{dataset}_{task}.md",
+        tex="results/tables/{dataset}_{task}.tex",
+        html=report(
+            "results/tables/{dataset}_{task}.html",
+            caption="../report/table_metrics.rst",
+            category="Benchmark",
+            subcategory="{dataset} ({task})",
+            labels={"dataset": "{dataset}", "task": "{task}", "result": "table: mean ± SEM"},
+        ),
+    log:
+        "logs/tabulate_metrics/{dataset}_{task}.log",
+    benchmark:
+        "benchmarks/tabulate_metrics/{dataset}_{task}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/tabulate_metrics.py"

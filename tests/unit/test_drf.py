@@ -1,0 +1,102 @@
+"""pertcal.drf on cases worked by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pertcal.drf import compute_drf, dynamic_range_fraction
+from pertcal.io import PertcalInputError
+
+
+def test_higher_is_better_by_hand():
+    # (0.8 − 0.2) / (1 − 0.2 + 1e-6); a positive control worse than the negative is negative.
+    got = dynamic_range_fraction(np.array([0.8, 0.1]), np.array([0.2, 0.3]), "pearson_deltactrl")
+    np.testing.assert_allclose(got, [0.6 / (0.8 + 1e-6), -0.2 / (0.7 + 1e-6)], rtol=1e-14)
+
+
+def test_lower_is_better_by_hand():
+    # (neg − pos) / (neg + 1e-6): 2 → 0.5 closes 75% of the range to the perfect 0.
+    got = dynamic_range_fraction(np.array([0.5, 3.0]), np.array([2.0, 2.0]), "mse")
+    np.testing.assert_allclose(got, [1.5 / (2.0 + 1e-6), -1.0 / (2.0 + 1e-6)], rtol=1e-14)
+
+
+def test_clipped_and_nan():
+    # r2 of the negative control at −9: (1 − (−9))/(1 + 9) = 1; positive at −100 gives −91/10 → −1.
+    got = dynamic_range_fraction(np.array([1.0, -100.0, np.nan, 0.5]), np.array([-9.0, -9.0, 0.1, np.nan]), "r2_deltactrl")
+    assert got[0] == pytest.approx(10 / (10 + 1e-6))
+    assert got[1] == -1.0
+    assert np.isnan(got[2]) and np.isnan(got[3])
+    assert dynamic_range_fraction(np.array([5.0]), np.array([0.0]), "mse")[0] == -1.0
+
+
+def _long(values):
+    """values: {(method, perturbation, metric): value} → the collected metrics table of one dataset/task/fold."""
+    return pd.DataFrame(
+        [
+            {"dataset": "d", "task": "single", "fold": 0, "method": m, "perturbation": p, "metric": k, "value": v}
+            for (m, p, k), v in values.items()
+        ]
+    )
+
+
+def test_compute_drf_negative_control_switch_and_nan_skipping():
+    v = {}
+    for p in ("B", "A"):
+        v |= {
+            ("mean", p, "pearson_deltactrl"): 0.5,
+            ("control", p, "pearson_deltactrl"): 0.9,  # must be ignored for Δctrl
+            ("mean", p, "pearson_deltapert"): np.nan,  # the mean baseline's Δpert: constant 0, Pearson undefined
+            ("control", p, "pearson_deltapert"): 0.2,
+            ("technical_duplicate", p, "pearson_deltactrl"): 0.7,
+            ("technical_duplicate", p, "pearson_deltapert"): 0.6,
+            ("interpolated_duplicate", p, "pearson_deltapert"): 0.8,
+            ("mean", p, "mse"): 2.0,
+            ("technical_duplicate", p, "mse"): 1.0,
+            ("interpolated_duplicate", p, "mse"): 0.5,
+            ("linear", p, "mse"): 0.1,  # other methods play no part
+        }
+    v[("interpolated_duplicate", "A", "pearson_deltactrl")] = 0.9
+    v[("interpolated_duplicate", "B", "pearson_deltactrl")] = np.nan
+    v[("mean", "A", "extra_metric")] = 1.0  # not in the registry
+    out = compute_drf(_long(v))
+
+    assert list(out.columns) == ["dataset", "task", "perturbation", "metric", "positive_control", "drf"]
+    got = out.set_index(["perturbation", "metric", "positive_control"])["drf"]
+    e = 1e-6
+    assert got[("A", "pearson_deltactrl", "interpolated_duplicate")] == pytest.approx(0.4 / (0.5 + e))
+    assert got[("A", "pearson_deltactrl", "technical_duplicate")] == pytest.approx(0.2 / (0.5 + e))
+    assert ("B", "pearson_deltactrl", "interpolated_duplicate") not in got.index
+    # Δpert: negative control is `control` (0.2), not the NaN mean.
+    assert got[("A", "pearson_deltapert", "interpolated_duplicate")] == pytest.approx(0.6 / (0.8 + e))
+    assert got[("B", "pearson_deltapert", "technical_duplicate")] == pytest.approx(0.4 / (0.8 + e))
+    assert got[("A", "mse", "interpolated_duplicate")] == pytest.approx(1.5 / (2.0 + e))
+    assert got[("A", "mse", "technical_duplicate")] == pytest.approx(1.0 / (2.0 + e))
+    assert "extra_metric" not in set(out["metric"])
+    # Sorted by perturbation, then registry metric order, then primary positive control first.
+    assert list(out["perturbation"]) == ["A"] * 6 + ["B"] * 5
+    assert list(out["metric"].iloc[:6]) == ["mse"] * 2 + ["pearson_deltactrl"] * 2 + ["pearson_deltapert"] * 2
+    assert list(out["positive_control"].iloc[:2]) == ["interpolated_duplicate", "technical_duplicate"]
+
+
+def test_compute_drf_aligns_by_key_not_position():
+    v = {
+        ("mean", "A", "mse"): 4.0, ("mean", "B", "mse"): 1.0,
+        ("control", "A", "mse"): 9.0, ("control", "B", "mse"): 9.0,
+        ("technical_duplicate", "B", "mse"): 0.5, ("technical_duplicate", "A", "mse"): 1.0,
+        ("interpolated_duplicate", "A", "mse"): 2.0, ("interpolated_duplicate", "B", "mse"): 0.25,
+    }
+    table = _long(v).sample(frac=1.0, random_state=3)
+    got = compute_drf(table).set_index(["perturbation", "positive_control"])["drf"]
+    assert got[("A", "technical_duplicate")] == pytest.approx(3.0 / (4.0 + 1e-6))
+    assert got[("B", "technical_duplicate")] == pytest.approx(0.5 / (1.0 + 1e-6))
+    assert got[("A", "interpolated_duplicate")] == pytest.approx(2.0 / (4.0 + 1e-6))
+    assert got[("B", "interpolated_duplicate")] == pytest.approx(0.75 / (1.0 + 1e-6))
+
+
+def test_compute_drf_rejects_missing_method_and_duplicates():
+    v = {("mean", "A", "mse"): 1.0, ("technical_duplicate", "A", "mse"): 0.5, ("interpolated_duplicate", "A", "mse"): 0.5}
+    with pytest.raises(PertcalInputError, match="control"):
+        compute_drf(_long(v))
+    table = _long(v | {("control", "A", "mse"): 2.0})
+    with pytest.raises(PertcalInputError, match="duplicate"):
+        compute_drf(pd.concat([table, table.iloc[[0]]]))

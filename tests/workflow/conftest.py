@@ -1,0 +1,76 @@
+"""Shared workflow-test fixtures: a copy of the repository's workflow in a temporary directory, run by Snakemake."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# What a checkout needs to run the workflow; results/, resources/ and .snakemake/ stay behind.
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "containers")
+
+
+class Workflow:
+    """The repository's workflow copied into `path`; Snakemake runs there as a user would run it from a checkout."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in WORKFLOW_FILES:
+            src = REPO / name
+            if src.is_dir():
+                shutil.copytree(src, self.path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif src.exists():
+                shutil.copy2(src, self.path / name)
+        self._overlays = 0
+
+    def command(self, *args: str, config: dict | None = None) -> list[str]:
+        """The snakemake command line; `config` (nested keys allowed) is merged over config.yaml."""
+        cmd = [sys.executable, "-m", "snakemake", *args]
+        if config:
+            self._overlays += 1
+            overlay = self.path / f".test-config-{self._overlays}.yaml"
+            overlay.write_text(yaml.safe_dump(config, sort_keys=False))
+            cmd += ["--configfile", str(overlay)]
+        return cmd
+
+    def run(self, *args: str, config: dict | None = None, env=None, timeout: float = 1200, check: bool = True):
+        """Run Snakemake to completion; on failure the assertion shows the tail of its output."""
+        result = subprocess.run(
+            self.command(*args, config=config), cwd=self.path, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
+        return result
+
+    def popen(self, *args: str, config: dict | None = None, env=None, log_name: str = "snakemake.stderr"):
+        """Start Snakemake in the background, stdout and stderr into `path/log_name`; returns (process, log path)."""
+        log = self.path / log_name
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(
+                self.command(*args, config=config), cwd=self.path, env=env, stdout=fh, stderr=subprocess.STDOUT
+            )
+        return proc, log
+
+    def summary(self, *args: str, config: dict | None = None) -> dict[str, dict[str, str]]:
+        """Snakemake's --summary as {output file: row}; row keys include rule, status and plan."""
+        out = self.run("--summary", *args, config=config).stdout
+        lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
+        header, rows = lines[0], lines[1:]
+        return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+@pytest.fixture
+def make_workflow(tmp_path):
+    """Factory: make_workflow(name) copies the workflow into tmp_path/name."""
+    return lambda name="workflow": Workflow(tmp_path / name)
+
+
+@pytest.fixture
+def workflow(make_workflow) -> Workflow:
+    return make_workflow()

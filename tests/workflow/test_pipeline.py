@@ -1,0 +1,122 @@
+"""The data and calibration stages end to end on simulated data, run by Snakemake as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from pertcal.metrics import METRICS
+
+pytestmark = pytest.mark.workflow
+
+# Two small demo datasets (one single task, one combo task) with fewer folds keep the run to a minute or two.
+SMALL = {
+    "run": ["sim_gwps", "sim_wessels"],
+    "models": {},
+    "processing": {"n_folds_single": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from conftest import Workflow
+
+    wf = Workflow(tmp_path_factory.mktemp("pipeline") / "workflow")
+    wf.run("results/calibration/summary.json", "-c2", config=SMALL)
+    return wf
+
+
+def planned_jobs(dry_run_stdout: str) -> list[tuple[str, str]]:
+    """(rule, dataset) of every job in a dry-run plan."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_stdout):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if m:
+            ds = re.search(r"wildcards:.*?dataset=(\w+)", block)
+            jobs.append((m.group(1), ds.group(1) if ds else ""))
+    return jobs
+
+
+def test_outputs_complete_and_consistent(small_run):
+    res = small_run.path / "results"
+    metrics = pd.read_parquet(res / "metrics.parquet")
+    assert list(metrics.columns) == ["dataset", "task", "fold", "method", "perturbation", "metric", "value"]
+    assert set(metrics["metric"]) == set(METRICS)
+    got = metrics.groupby(["dataset", "task"])["method"].agg(lambda m: set(m)).to_dict()
+    base = {"control", "mean", "technical_duplicate", "interpolated_duplicate", "crispr_informed_mean"}
+    assert got == {("sim_gwps", "single"): base | {"linear"}, ("sim_wessels", "combo"): base | {"additive"}}
+    # every test perturbation is scored exactly once per method and metric
+    folds = pd.read_parquet(res / "sim_gwps" / "folds_single.parquet")
+    tests = folds[folds["split"] == "test"]
+    mean_rows = metrics[(metrics.dataset == "sim_gwps") & (metrics.method == "mean") & (metrics.metric == "mse")]
+    assert sorted(mean_rows["perturbation"]) == sorted(tests["perturbation"])
+
+    drf = pd.read_parquet(res / "calibration" / "drf.parquet")
+    assert drf["drf"].between(-1, 1).all() and set(drf["positive_control"]) == {
+        "interpolated_duplicate",
+        "technical_duplicate",
+    }
+    summary = pd.read_csv(res / "summary.csv")
+    assert list(summary["dataset"]) == ["sim_gwps", "sim_wessels"]
+    processed = ad.read_h5ad(res / "sim_gwps" / "processed.h5ad", backed="r")
+    row = summary.set_index("dataset").loc["sim_gwps"]
+    assert row["n_cells"] == processed.n_obs and row["n_genes"] == processed.n_vars
+
+
+def test_prediction_files_share_one_format(small_run):
+    res = small_run.path / "results" / "sim_wessels"
+    genes = list(ad.read_h5ad(res / "processed.h5ad", backed="r").var_names)
+    folds = pd.read_parquet(res / "folds_combo.parquet")
+    test = folds[(folds.fold == 1) & (folds.split == "test")]["perturbation"].tolist()
+    for method in ["mean", "interpolated_duplicate", "additive"]:
+        pred = ad.read_h5ad(res / "predictions" / "combo" / "fold1" / f"{method}.h5ad")
+        assert list(pred.obs_names) == test and list(pred.var_names) == genes
+        assert pred.X.dtype == np.float64 and pred.uns["method"] == method
+
+
+def test_calibration_summary_on_simulated_truth(small_run):
+    summary = json.loads((small_run.path / "results" / "calibration" / "summary.json").read_text())
+    for ds in ["sim_gwps", "sim_wessels"]:
+        rec = summary["datasets"][ds]["deg_recovery"]
+        # called DEGs are mostly true simulated effects
+        assert rec["n_called"] > 0 and rec["precision"] > 0.8
+    assert summary["checks"]["interpolated_at_least_technical_duplicate_on_mse"]
+
+
+def test_rerun_after_full_run_is_empty_and_one_dataset_edit_reruns_only_it(small_run):
+    plan = small_run.run("-n", "results/calibration/summary.json", config=SMALL).stdout
+    assert planned_jobs(plan) == [], plan[-2000:]
+    edited = {**SMALL, "datasets": {"sim_gwps": {"processing": {"n_hvg": 700}}}}
+    jobs = planned_jobs(small_run.run("-n", "results/calibration/summary.json", config=edited).stdout)
+    datasets = {ds for _, ds in jobs}
+    assert datasets == {"sim_gwps", ""}, jobs
+    assert {rule for rule, ds in jobs if ds == ""} <= {
+        "collect_metrics",
+        "collect_drf",
+        "collect_summaries",
+        "summarize_calibration",
+    }
+    assert ("preprocess_dataset", "sim_gwps") in jobs
+
+
+def test_single_dataset_target_plans_only_that_dataset(workflow):
+    jobs = planned_jobs(workflow.run("-n", "results/sim_essential/stats.h5ad").stdout)
+    assert jobs and {ds for _, ds in jobs} == {"sim_essential"}
+    assert {rule for rule, _ in jobs} == {"simulate_dataset", "preprocess_dataset", "split_halves", "reduce_cells"}
+
+
+def test_tables_are_deterministic(small_run, make_workflow):
+    again = make_workflow("again")
+    again.run("results/sim_wessels/degs_td.parquet", "results/metrics.parquet", "-c2", config=SMALL)
+    for rel in [
+        "sim_wessels/halves.parquet",
+        "sim_wessels/folds_combo.parquet",
+        "sim_wessels/degs_td.parquet",
+        "metrics.parquet",
+    ]:
+        assert (small_run.path / "results" / rel).read_bytes() == (again.path / "results" / rel).read_bytes(), rel
