@@ -64,7 +64,7 @@ def parse_recipe(path):
         raise PertcalInputError(f"container recipe {path}: file not found")
     header = _header(path)
     if header.get("bootstrap", "").lower() != "docker":
-        raise PertcalInputError(f"container recipe {path}: field Bootstrap: must be 'docker' (spython converts no other)")
+        raise PertcalInputError(f"container recipe {path}: field Bootstrap: must be 'docker' (spython reads no other)")
     try:
         stages = SingularityParser(str(path)).recipe
     except (Exception, SystemExit) as err:  # spython reports some failures by sys.exit
@@ -109,9 +109,7 @@ def _pip_arguments(tokens: list[str]) -> list[list[str]]:
     """Arguments after each `pip install` / `pip wheel` (also `python -m pip ...`) in one tokenized command line."""
     found = []
     for i, tok in enumerate(tokens):
-        is_pip = re.fullmatch(r"pip[0-9.]*", os.path.basename(tok)) and not (i >= 1 and tokens[i - 1] == "-m")
-        is_module = tok == "pip" and i >= 1 and tokens[i - 1] == "-m"
-        if not (is_pip or is_module):
+        if not re.fullmatch(r"pip[0-9.]*", os.path.basename(tok)):  # pip, pip3, /opt/venv/bin/pip, -m pip
             continue
         j = i + 1
         while j < len(tokens) and tokens[j].startswith("-"):  # pip's global options before the subcommand
@@ -228,12 +226,12 @@ def conda_env_pins(path) -> tuple[dict[str, str], list[str]]:
 
 
 def to_dockerfile(path) -> str:
-    """Convert a checked Apptainer recipe into Dockerfile text with spython's DockerWriter (build context = repo root)."""
+    """Dockerfile text for a checked Apptainer recipe, via spython's DockerWriter (build context = repo root)."""
     from spython.main.parse.writers import DockerWriter
 
     recipe = check_recipe(path)
     if any("USER" in line for line in recipe.install):
-        raise PertcalInputError(f"container recipe {path}: field %post: spython cannot convert a line containing 'USER'")
+        raise PertcalInputError(f"container recipe {path}: field %post: spython cannot convert a line with 'USER'")
     # Docker's LABEL wants key=value; spython copies Apptainer's `key value` lines verbatim.
     recipe.labels = [f"{k}={json.dumps(v)}" for k, v in recipe_labels(recipe).items()]
     # A shell-form CMD drops `docker run` arguments; `exec prog "$@"` becomes an exec-form ENTRYPOINT instead.
@@ -257,12 +255,7 @@ def to_dockerfile(path) -> str:
     return "\n".join([*header, first, *env, rest]) + "\n"
 
 
-def build_command(recipe, image, apptainer: str = "apptainer", args=()) -> list[str]:
-    """argv of `apptainer build` writing `image` from `recipe` (extra build options in `args`)."""
-    return [apptainer, "build", "--force", *args, str(image), str(recipe)]
-
-
-def build_image(recipe, image, context, args=(), log=None) -> None:
+def build_image(recipe, image, context, log=None) -> None:
     """Build `image` from a checked recipe with Apptainer (or Singularity), run from the build context directory."""
     check_recipe(recipe)
     binary = shutil.which("apptainer") or shutil.which("singularity")
@@ -273,7 +266,8 @@ def build_image(recipe, image, context, args=(), log=None) -> None:
         )
     image = Path(image).absolute()
     with atomic_path(image) as tmp:
-        cmd = build_command(Path(recipe).absolute(), tmp, binary, args)
+        # --force: atomic_path has already created the (empty) temporary file
+        cmd = [binary, "build", "--force", str(tmp), str(Path(recipe).absolute())]
         logging.getLogger(__name__).info("running %s in %s", shlex.join(cmd), Path(context).absolute())
         # %files paths are relative to the directory the build runs in: the repository root.
         with open(log or os.devnull, "a") as out:

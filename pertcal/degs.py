@@ -91,7 +91,8 @@ def _mean_var(n: np.ndarray, s: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray,
 def _bh_rows(p: np.ndarray) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values within each row of (P, G) `p` (statsmodels' fdr_bh arithmetic)."""
     m = p.shape[1]
-    order = np.argsort(p, axis=1, kind="stable")
+    # The order among tied p-values does not change their adjusted values: no stable sort needed.
+    order = np.argsort(p, axis=1)
     adjusted = np.take_along_axis(p, order, axis=1) / (np.arange(1, m + 1) / float(m))
     adjusted = np.minimum.accumulate(adjusted[:, ::-1], axis=1)[:, ::-1]
     np.minimum(adjusted, 1.0, out=adjusted)

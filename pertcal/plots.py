@@ -62,6 +62,14 @@ def format_p(p: float) -> str:
     return f"p={p:.2g}" if p < 0.01 else f"p={p:.3f}"
 
 
+def _no_data(ax) -> None:
+    """Say in an empty panel why it is empty (e.g. DEG metrics on a dataset without perturbations of ≥ 3 DEGs)."""
+    ax.text(0.5, 0.5, "no finite scores for this metric\n(DEG metrics need ≥ 3 DEGs per perturbation)",
+            transform=ax.transAxes, ha="center", va="center", fontsize=7, color=NEUTRAL_COLOR)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _figure(width: float, height: float) -> plt.Figure:
     with plt.rc_context(STYLE):
         return plt.figure(figsize=(width, height), layout="constrained")
@@ -153,7 +161,7 @@ def drf_mse_vs_wmse(drf: pd.DataFrame, tests: pd.DataFrame, datasets: Sequence[s
     colors = {"mse": "#9e9ac8", "wmse": "#e6550d"}
     tests = tests.set_index("dataset")
     with plt.rc_context(STYLE):
-        fig = _figure(min(A4_WIDTH, 2.0 + 0.6 * len(datasets)), 3.6)
+        fig = _figure(float(np.clip(2.0 + 0.6 * len(datasets), 5.5, A4_WIDTH)), 3.8)
         ax = fig.add_subplot()
         for j, dataset in enumerate(datasets):
             for k, metric in enumerate(("mse", "wmse")):
@@ -174,9 +182,9 @@ def drf_mse_vs_wmse(drf: pd.DataFrame, tests: pd.DataFrame, datasets: Sequence[s
         ax.axhline(0, color="black", lw=0.5, ls=":")
         ax.set_ylabel("DRF per perturbation (higher is better)")
         ax.set_xlabel("dataset")
-        ax.legend(
-            handles=[Patch(facecolor=c, edgecolor="black", label=m.upper()) for m, c in colors.items()],
-            loc="lower left", ncols=2, frameon=False,
+        fig.legend(
+            handles=[Patch(facecolor=c, edgecolor="black", label=f"DRF of {m.upper()}") for m, c in colors.items()],
+            loc="outside lower center", ncols=2, frameon=False,
         )
         fig.suptitle(
             f"DRF of MSE vs WMSE (positive control: {positive_control.replace('_', ' ')})\n"
@@ -221,8 +229,8 @@ def _improvement(df: pd.DataFrame) -> pd.Series:
     return df["mu_delta"].where(df["higher_is_better"], -df["mu_delta"])
 
 
-def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 0.05) -> plt.Figure:
-    """One panel per metric: each method's mean difference to the reference with 95% bootstrap CI, ordered by effect.
+def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 0.05, confidence: float = 0.95) -> plt.Figure:
+    """One panel per metric: each method's mean difference to the reference with its bootstrap CI, ordered by effect.
 
     `stats`: pertcal.stats.compare_methods rows of one (dataset, task, comparison). Right of each row: paired t and its
     Bonferroni-adjusted one-sided p. Green: significantly better than the reference (adjusted p < alpha).
@@ -234,9 +242,14 @@ def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 
     nrows = int(np.ceil(len(metrics) / ncols))
     with plt.rc_context(STYLE):
         fig = _figure(A4_WIDTH, 0.6 + nrows * (0.5 + 0.13 * n_rows_max))
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, metric in zip(axes, metrics):
             d = stats[stats["metric"] == metric].assign(better=lambda x: _improvement(x)).sort_values("better", kind="stable")
+            spec = specs[metric]
+            ax.set_title(f"{metric} ({metric_direction(spec)})", loc="left")
+            if d.empty:
+                _no_data(ax)
+                continue
             y = np.arange(len(d))
             sig = (d["p_t_bonferroni"] < alpha).to_numpy()
             colors = np.where(sig, BETTER_COLOR, NEUTRAL_COLOR)
@@ -253,10 +266,8 @@ def forest_plot(stats: pd.DataFrame, specs: Mapping, title: str, alpha: float = 
             trans = blended_transform_factory(ax.transAxes, ax.transData)
             for yi, t, p in zip(y, d["t"], d["p_t_bonferroni"]):
                 ax.text(1.02, yi, f"t={t:.1f}  {format_p(p)}" if np.isfinite(t) else "t n/a", transform=trans, va="center", fontsize=6)
-            spec = specs[metric]
-            reference = d["reference"].iloc[0] if len(d) else negative_control(spec)
-            ax.set_title(f"{metric} ({metric_direction(spec)})", loc="left")
-            ax.set_xlabel(f"µΔ = method − {reference} (95% CI); {'right' if spec.higher_is_better else 'left'} = better")
+            reference = d["reference"].iloc[0]
+            ax.set_xlabel(f"µΔ = method − {reference} ({confidence:.0%} CI); {'right' if spec.higher_is_better else 'left'} = better")
         for ax in axes[len(metrics):]:
             ax.set_axis_off()
         fig.legend(
@@ -280,7 +291,7 @@ def ideal_gap_heatmap(gap: pd.DataFrame, specs: Mapping, title: str) -> plt.Figu
     methods = order_methods(gap["method"].unique())
     values = gap.pivot(index="method", columns="metric", values="gap").reindex(index=methods, columns=metrics).to_numpy(dtype=float)
     with plt.rc_context(STYLE):
-        fig = _figure(A4_WIDTH, 2.2 + 0.28 * len(methods))
+        fig = _figure(A4_WIDTH, max(4.2, 2.2 + 0.28 * len(methods)))
         ax = fig.add_subplot()
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
         im = ax.imshow(np.ma.masked_invalid(np.clip(values, -1, 1)), cmap="PuOr_r", norm=norm, aspect="auto")
@@ -297,13 +308,25 @@ def ideal_gap_heatmap(gap: pd.DataFrame, specs: Mapping, title: str) -> plt.Figu
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
         cb = fig.colorbar(im, ax=ax, shrink=0.9)
-        cb.set_label("fraction of ideal gap closed\n(0 = negative control, 1 = perfect; higher is better)")
-        fig.suptitle(title)
+        cb.set_label("fraction of ideal gap closed\n(0 = negative control, 1 = perfect)")
+        fig.suptitle(title + " (higher is better)")
     return fig
 
 
+def _clip_outliers(ax, values: np.ndarray) -> None:
+    """Limit the y axis to the 1st–99th percentile (padded) when outliers would squash the rest, and say so."""
+    if values.size < 20:
+        return
+    lo, hi = np.percentile(values, [1, 99])
+    full = values.max() - values.min()
+    if full > 3 * (hi - lo) > 0:
+        pad = 0.1 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel("y axis: 1st–99th percentile (outliers cut)", fontsize=6)
+
+
 def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, title: str) -> plt.Figure:
-    """Per metric: per-perturbation scores of the negative control and the two duplicates, means as bars, p-values.
+    """Per metric: per-perturbation scores of the negative control and the two duplicates, their means and p-values.
 
     `metrics`: long metric rows of one (dataset, task); `tests`: pertcal.stats.compare_controls rows of the same.
     Tick labels carry each duplicate's one-sided Wilcoxon p vs the negative control; titles the interpolated vs
@@ -321,18 +344,23 @@ def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, t
             neg = negative_control(spec)
             methods = [neg, "technical_duplicate", "interpolated_duplicate"]
             t = tests[tests["metric"] == metric].set_index(["method", "reference"])["p_wilcoxon"]
-            labels = []
+            labels, shown = [], []
             for j, method in enumerate(methods):
                 v = metrics.loc[(metrics["metric"] == metric) & (metrics["method"] == method), "value"].dropna().to_numpy()
                 ax.scatter(j + rng.uniform(-0.25, 0.25, v.size), v, s=3, alpha=0.45, color=NEUTRAL_COLOR if j == 0 else BETTER_COLOR, lw=0)
                 if v.size:
                     ax.hlines(v.mean(), j - 0.32, j + 0.32, color="black", lw=1.5)
+                shown.append(v)
                 p = t.get((method, neg), np.nan) if j else np.nan
                 labels.append(SHORT_NAMES.get(method, method) + ("" if j == 0 else f"\n{format_p(p)}"))
             ax.set_xticks(np.arange(3), labels, fontsize=6.5)
             ax.set_xlim(-0.5, 2.5)
             p_id_td = t.get(("interpolated_duplicate", "technical_duplicate"), np.nan)
             ax.set_title(f"{metric} ({metric_direction(spec)})\ninterp. dup. better than tech. dup.: {format_p(p_id_td)}", fontsize=7)
+            if not any(v.size for v in shown):
+                _no_data(ax)
+                continue
+            _clip_outliers(ax, np.concatenate(shown))
         for ax in axes[::ncols]:
             ax.set_ylabel("score per perturbation")
         for ax in axes[len(names):]:

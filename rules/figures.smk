@@ -106,7 +106,11 @@ rule plot_forest:
             caption="../report/forest.rst",
             category="Benchmark",
             subcategory="{dataset} ({task})",
-            labels={"dataset": "{dataset}", "task": "{task}", "result": "forest plot vs {comparison}"},
+            labels={
+                "dataset": "{dataset}",
+                "task": "{task}",
+                "result": lambda wc: f"forest plot vs {wc.comparison.replace('_', ' ')}",
+            },
         ),
     wildcard_constraints:
         comparison="negative_control|additive",

@@ -46,29 +46,24 @@ rule write_run_config:
         "../scripts/write_run_config.py"
 
 
-def benchmark_outputs(wildcards=None):
-    """Every file the benchmark target stands for (and the report shows)."""
-    calibration = [
-        f"results/{name}.{ext}" for name in ("drf_heatmap", "drf_heatmap_techdup", "drf_mse_vs_wmse") for ext in ("pdf", "png")
+# every file the benchmark target stands for (and the report shows)
+BENCHMARK_OUTPUTS = (
+    [f"results/{name}.{ext}" for name in ("drf_heatmap", "drf_heatmap_techdup", "drf_mse_vs_wmse") for ext in ("pdf", "png")]
+    + [f"results/figures/drf_vs_degs.{ext}" for ext in ("pdf", "png")]
+    + [f"results/tables/{ds}_{task}.{ext}" for ds, task in DATASET_TASKS for ext in ("csv", "md", "tex", "html")]
+    + [
+        f"results/figures/{ds}/{name}.{ext}"
+        for ds, task in DATASET_TASKS
+        for name in [f"forest_{task}_vs_{c}" for c in COMPARISONS[task]] + [f"ideal_gap_{task}", f"controls_{task}"]
+        for ext in ("pdf", "png")
     ]
-    calibration += [f"results/figures/drf_vs_degs.{ext}" for ext in ("pdf", "png")]
-    per_task = []
-    for ds in DATASETS:
-        for task in tasks_of(ds):
-            per_task += [f"results/tables/{ds}_{task}.{ext}" for ext in ("csv", "md", "tex", "html")]
-            for ext in ("pdf", "png"):
-                per_task += [f"results/figures/{ds}/forest_{task}_vs_{c}.{ext}" for c in comparisons_of(task)]
-                per_task += [f"results/figures/{ds}/ideal_gap_{task}.{ext}", f"results/figures/{ds}/controls_{task}.{ext}"]
-    return (
-        calibration
-        + per_task
-        + ["results/stats/all.parquet", "results/tables/summary.html", "results/run_config.yaml", "results/run_config.html"]
-    )
+    + ["results/stats/all.parquet", "results/tables/summary.html", "results/run_config.yaml", "results/run_config.html"]
+)
 
 
 rule benchmark:
     input:
-        benchmark_outputs,
+        BENCHMARK_OUTPUTS,
     output:
         "results/benchmark.done",
     log:

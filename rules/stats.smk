@@ -3,16 +3,9 @@
 
 STATS_DEFAULTS = {"n_resamples": 10000, "confidence": 0.95, "alpha": 0.05, "min_perturbations": 10}
 STATS = {**STATS_DEFAULTS, **config.get("stats", {})}
-
-
-def dataset_tasks(pattern):
-    """Expand a {dataset}/{task} pattern over the run's datasets and their tasks."""
-    return [pattern.format(dataset=ds, task=task) for ds in DATASETS for task in tasks_of(ds)]
-
-
-def comparisons_of(task):
-    """Reference sets a task's methods are compared against (the additive baseline exists for combos only)."""
-    return ["negative_control", "additive"] if task == "combo" and "additive" in config["baselines"] else ["negative_control"]
+# the run's (dataset, task) pairs, and the reference sets each task's methods are compared against
+DATASET_TASKS = [(ds, task) for ds in DATASETS for task in tasks_of(ds)]
+COMPARISONS = {"single": ["negative_control"], "combo": ["negative_control"] + ["additive"] * ("additive" in config["baselines"])}
 
 
 rule compute_stats:
@@ -38,7 +31,7 @@ rule compute_stats:
 
 rule collect_stats:
     input:
-        dataset_tasks("results/stats/{dataset}_{task}.parquet"),
+        [f"results/stats/{ds}_{task}.parquet" for ds, task in DATASET_TASKS],
     output:
         "results/stats/all.parquet",
     log:

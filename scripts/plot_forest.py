@@ -11,5 +11,6 @@ w = snakemake.wildcards
 stats = pd.read_parquet(snakemake.input[0])
 stats = stats[stats["comparison"] == w.comparison]
 against = "the negative control (mean; control for Δpert metrics)" if w.comparison == "negative_control" else "the additive baseline"
-fig = forest_plot(stats, METRICS, f"{w.dataset}, {w.task} task: methods vs {against}", alpha=snakemake.params.alpha)
+p = snakemake.params
+fig = forest_plot(stats, METRICS, f"{w.dataset}, {w.task} task: methods vs {against}", alpha=p.alpha, confidence=p.confidence)
 save_figure(fig, snakemake.output.pdf, snakemake.output.png)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertcal.harmonize import CONTROL, targets_of
+from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError
 
 FOLD_COLUMNS = ("perturbation", "fold", "split")
@@ -94,8 +94,3 @@ def load_fold(adata: ad.AnnData, folds: pd.DataFrame, fold: int, *, source: str,
         test=split["test"],
         dataset=dataset,
     )
-
-
-def targets(perturbations) -> list[list[str]]:
-    """Target genes of each perturbation label (control → [])."""
-    return [targets_of(p) for p in perturbations]

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pertcal.harmonize import targets_of
 from pertcal.io import PertcalInputError
-from pertcal.models.params import Param, choice, optional_file, positive_int
+from pertcal.models.params import choice, optional_file, positive_int
 
 log = logging.getLogger(__name__)
 

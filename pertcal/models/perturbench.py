@@ -24,6 +24,9 @@ class LinearAdditive(nn.Module):
     def __init__(self, emb_dim: int, n_genes: int, control_mean: np.ndarray):
         super().__init__()
         self.effect = nn.Linear(emb_dim, n_genes)
+        # start from "no effect" (the control), not from a random effect of every gene
+        nn.init.zeros_(self.effect.weight)
+        nn.init.zeros_(self.effect.bias)
         self.register_buffer("control", torch.as_tensor(control_mean, dtype=torch.float32))
 
     def forward(self, members, rows, basal=None):

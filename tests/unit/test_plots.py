@@ -9,6 +9,10 @@ from test_stats import synthetic_drf, synthetic_metrics
 from pertcal import plots, stats
 from pertcal.metrics import METRICS
 
+# multi-panel figures are checked on a few metrics of both directions and reference kinds (one panel each),
+# which keeps the test fast; the full 13-panel figures come out of the workflow test
+FEW = {m: METRICS[m] for m in ("mse", "pearson_deltactrl", "pearson_deltapert", "r2_deltapert_degs", "nir")}
+
 
 def _text_rectangle(text, renderer):
     """(4, 2) display-space corners of a text's drawn box, rotation included."""
@@ -98,6 +102,11 @@ def metrics():
     return synthetic_metrics(per_fold=6)
 
 
+@pytest.fixture(scope="module")
+def few_metrics(metrics):
+    return metrics[metrics["metric"].isin(list(FEW))]
+
+
 def test_drf_heatmap_renders_with_censored_cells(drf, summary, tmp_path):
     cells = stats.summarize_drf(drf, "interpolated_duplicate")
     fig = plots.drf_heatmap(cells, summary, list(METRICS), positive_control="interpolated_duplicate")
@@ -126,17 +135,29 @@ def test_drf_vs_degs_renders(drf, tmp_path):
     _check(fig, tmp_path, "drf_vs_degs")
 
 
-def test_forest_plot_orders_by_effect(metrics, tmp_path):
-    result = stats.compare_methods(metrics, METRICS, seed=0, n_resamples=200)
-    fig = plots.forest_plot(result, METRICS, "toy, single task: methods vs the negative control")
+def test_forest_plot_orders_by_effect(few_metrics, tmp_path):
+    result = stats.compare_methods(few_metrics, FEW, seed=0, n_resamples=200)
+    fig = plots.forest_plot(result, FEW, "toy, single task: methods vs the negative control")
     panels = {ax.get_title(loc="left").split(" ")[0]: ax for ax in fig.axes if ax.get_title(loc="left")}
-    assert set(panels) == set(METRICS)
+    assert set(panels) == set(FEW)
     # the best method is drawn at the top: the interpolated duplicate for an error and for a correlation
     for metric in ("mse", "pearson_deltactrl"):
         labels = [t.get_text() for t in panels[metric].get_yticklabels()]
         assert labels[-1] == "interpolated_duplicate" and labels[0] == "control"
     assert "left = better" in panels["mse"].get_xlabel() and "right = better" in panels["nir"].get_xlabel()
     _check(fig, tmp_path, "forest")
+
+
+def test_empty_panels_say_why(few_metrics, tmp_path):
+    # a dataset without perturbations of >= 3 DEGs has no DEG-restricted scores at all
+    sparse = few_metrics.assign(value=few_metrics["value"].where(few_metrics["metric"] != "r2_deltapert_degs"))
+    for fig in (
+        plots.forest_plot(stats.compare_methods(sparse, FEW, seed=0, n_resamples=50), FEW, "toy: sparse"),
+        plots.control_strips(sparse, stats.compare_controls(sparse, FEW), FEW, "toy: sparse"),
+    ):
+        empty = [ax for ax in fig.axes if ax.get_title(loc="left").startswith("r2_deltapert_degs") or ax.get_title().startswith("r2_deltapert_degs")]
+        assert len(empty) == 1 and "no finite scores" in empty[0].texts[0].get_text()
+        assert not _overlapping_texts(fig)
 
 
 def test_ideal_gap_heatmap_renders(metrics, tmp_path):
@@ -149,19 +170,19 @@ def test_ideal_gap_heatmap_renders(metrics, tmp_path):
     _check(fig, tmp_path, "ideal_gap")
 
 
-def test_control_strips_render(metrics, tmp_path):
-    fig = plots.control_strips(metrics, stats.compare_controls(metrics, METRICS), METRICS, "toy, single task: controls")
+def test_control_strips_render(few_metrics, tmp_path):
+    fig = plots.control_strips(few_metrics, stats.compare_controls(few_metrics, FEW), FEW, "toy, single task: controls")
     titled = [ax for ax in fig.axes if ax.get_title()]
-    assert len(titled) == len(METRICS)
+    assert len(titled) == len(FEW)
     assert all("p=" in t.get_text() or "p<" in t.get_text() for t in titled[0].get_xticklabels()[1:])
     _check(fig, tmp_path, "controls")
 
 
 def test_figures_are_byte_reproducible(drf, summary, tmp_path):
-    cells = stats.summarize_drf(drf, "technical_duplicate")
+    cells = stats.summarize_drf(drf[drf["metric"].isin(list(FEW))], "technical_duplicate")
     paths = []
     for k in range(2):
-        fig = plots.drf_heatmap(cells, summary, list(METRICS), positive_control="technical_duplicate")
+        fig = plots.drf_heatmap(cells, summary, list(FEW), positive_control="technical_duplicate")
         paths.append((tmp_path / f"{k}.pdf", tmp_path / f"{k}.png"))
         plots.save_figure(fig, *paths[-1])
     assert paths[0][0].read_bytes() == paths[1][0].read_bytes()

@@ -29,6 +29,12 @@ class Workflow:
                 shutil.copy2(src, self.path / name)
         self._overlays = 0
 
+    def replace_config(self, **keys) -> None:
+        """Replace top-level keys of the copy's config.yaml (a `config=` overlay merges mappings key by key, so
+        e.g. `models: {}` there removes nothing)."""
+        path = self.path / "config.yaml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **keys}, sort_keys=False))
+
     def command(self, *args: str, config: dict | None = None) -> list[str]:
         """The snakemake command line; `config` (nested keys allowed) is merged over config.yaml."""
         cmd = [sys.executable, "-m", "snakemake", *args]

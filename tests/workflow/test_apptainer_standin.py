@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -138,9 +139,9 @@ def test_model_jobs_ask_apptainer_for_their_image_binds_and_gpu(workflow, standi
         shutil.copy2(REPO / name, workflow.path / name)
     config = {
         "run": [DATASET],
-        "models": {
-            LOCAL_MODEL: {"container": f"containers/{LOCAL_MODEL}.sif"},
-            PULLED_MODEL: {"container": PULLED_URI},
+        "models": {  # two epochs: the test checks wiring, not training
+            LOCAL_MODEL: {"container": f"containers/{LOCAL_MODEL}.sif", "params": {"epochs": 2}},
+            PULLED_MODEL: {"container": PULLED_URI, "params": {"epochs": 2, "hidden_dim": 32}},
         },
     }
 
@@ -162,23 +163,25 @@ def test_model_jobs_ask_apptainer_for_their_image_binds_and_gpu(workflow, standi
     pulls = [c for c in calls if c["argv"][:1] == ["pull"]]
     assert [(c["argv"], c["cwd"]) for c in pulls] == [(["pull", "--name", pulled.name, PULLED_URI], str(cache))]
 
-    execs = [c["argv"] for c in calls if "exec" in c["argv"]]
-    jobs = {}
-    for argv in execs:
-        opts, image, cmd = _exec_options(argv)
+    # every job that went through apptainer is a model job (the core stages have no container: they run natively)
+    jobs = []
+    for call in calls:
+        if "exec" not in call["argv"]:
+            continue
+        opts, image, cmd = _exec_options(call["argv"])
         command = " ".join(cmd)
-        rule = next((r for r in ("train_model", "predict_model") if r in command or r.split("_")[0] in command), None)
-        assert rule is not None, f"a non-model job ran through apptainer: {command}"
-        model = next(m for m in (LOCAL_MODEL, PULLED_MODEL) if m in command)
-        jobs[(rule, model)] = (opts, image)
-    assert sorted(jobs) == sorted((r, m) for r in ("train_model", "predict_model") for m in (LOCAL_MODEL, PULLED_MODEL))
-    for (rule, model), (opts, image) in jobs.items():
-        expected = f"containers/{LOCAL_MODEL}.sif" if model == LOCAL_MODEL else str(pulled)
-        assert image == expected, (rule, model, image)
-        assert opts["--nv"] == [True], (rule, model)
-        assert opts["--home"] == [str(workflow.path)]
-        for bind in opts.get("--bind", []):
-            assert Path(bind.split(":")[0]).exists()
+        m = re.search(r"pertcal-model (train) .*--name (\S+)|pertcal-model (predict) --checkpoint \S+/(\w+) ", command)
+        assert m, f"a job other than train_model/predict_model ran through apptainer: {command}"
+        verb, model = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        jobs.append((verb, model, opts, image, call["cwd"]))
+    models = sorted((LOCAL_MODEL, PULLED_MODEL))
+    assert sorted(j[:2] for j in jobs) == [(verb, m) for verb in ("predict", "train") for m in models]
+    for verb, model, opts, image, cwd in jobs:
+        assert image == (f"containers/{LOCAL_MODEL}.sif" if model == LOCAL_MODEL else str(pulled)), (verb, model)
+        assert opts["--nv"] == [True], (verb, model)
+        # the working directory is the container's home, which makes results/ and resources/ visible inside
+        assert opts["--home"] == [str(workflow.path)] and cwd == str(workflow.path)
+        assert opts["--bind"] and all(Path(b.split(":")[0]).is_dir() for b in opts["--bind"])
 
     # the jobs ran (natively, under the stand-in) and wrote predictions in the baselines' format
     folds = pd.read_parquet(workflow.path / f"results/{DATASET}/folds_{TASK}.parquet")

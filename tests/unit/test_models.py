@@ -1,0 +1,269 @@
+"""pertcal.models: the train/predict contract on simulated screens, determinism, parameter checks, offline GEARS,
+and a model beating the mean baseline where the simulator puts learnable structure."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from pertcal.baselines import as_prediction, fold_data, mean
+from pertcal import degs
+from pertcal.evaluate import score_fold
+from pertcal.io import write_h5ad, write_parquet
+from pertcal.models import cli, embeddings
+from pertcal.models.gears_model import gears_condition, random_gene2go
+from pertcal.qc import preprocess
+from pertcal.reduce import reduce_cells
+from pertcal.simulate import simulate_perturbseq
+from pertcal.split import assign_folds_combo, assign_folds_single, split_halves
+
+PROCESSING = dict(
+    min_genes_per_cell=5, min_cells_per_gene=3, min_cells_per_perturbation=12, max_control_cells=8192, n_hvg=10_000,
+    target_sum=1e4, min_cells_degs=4, deg_alpha=0.05, n_folds_single=5, n_folds_combo=2, val_fraction=0.1375,
+    chunk_size=20_000, duplicate_genes="error",
+)
+TINY_NET = {"epochs": 3, "batch_size": 64, "hidden_dim": 16, "latent_dim": 8, "val_every": 1}
+
+
+def _screen(path, *, seed, **simulate):
+    """Simulate, preprocess and split a screen into `path`; returns (processed AnnData, {task: folds})."""
+    path.mkdir(parents=True, exist_ok=True)
+    raw, _ = simulate_perturbseq(modality="CRISPRi", seed=seed, low_cell_fraction=0.0, **simulate)
+    adata, _ = preprocess(raw, dataset="toy", source="sim", values="counts", modality="CRISPRi", cell_line="sim",
+                          processing=PROCESSING, seed=seed)
+    write_h5ad(adata, path / "processed.h5ad")
+    perts = sorted(adata.obs["perturbation"].unique())
+    folds = {"single": assign_folds_single([p for p in perts if "+" not in p], n_folds=5, val_fraction=0.2, seed=seed)}
+    if any("+" in p for p in perts):
+        folds["combo"] = assign_folds_combo(perts, seed=seed)
+    for task, table in folds.items():
+        write_parquet(table, path / f"folds_{task}.parquet")
+    return adata, folds
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory):
+    """A small screen with singles and combinations: 100 genes, 14 singles, 10 combos, ~20 cells each."""
+    path = tmp_path_factory.mktemp("screen")
+    adata, folds = _screen(path, seed=7, n_genes=100, n_perturbations=14, n_combos=10, cells_per_perturbation=20,
+                           n_control_cells=60, mean_degs=15)
+    return path, adata, folds
+
+
+def _run(verb, path, task, *extra, fold=0, out=None):
+    """`pertcal-model <verb>` on the screen in `path`; returns the exit code."""
+    return cli.main([verb, "--data", str(path / "processed.h5ad"), "--folds", str(path / f"folds_{task}.parquet"),
+                     "--fold", str(fold), "--task", task, "--device", "cpu", "--threads", "1", *extra,
+                     "--out", str(out)])
+
+
+def _train(path, task, model, params, out, fold=0):
+    return _run("train", path, task, "--model", model, "--params", json.dumps(params), fold=fold, out=out)
+
+
+def _test_perts(folds, task, fold=0):
+    f = folds[task]
+    return f[(f["fold"] == fold) & (f["split"] == "test")]["perturbation"].tolist()
+
+
+def _train_means(adata, folds, task, fold=0):
+    """(G,) mean over the fold's train perturbations of each one's mean expression, from the cells directly."""
+    f = folds[task]
+    train = f[(f["fold"] == fold) & (f["split"] == "train")]["perturbation"]
+    x = adata.X.toarray().astype(np.float64)
+    labels = adata.obs["perturbation"].to_numpy()
+    return np.mean([x[labels == p].mean(axis=0) for p in train], axis=0)
+
+
+@pytest.mark.parametrize(
+    "model,task",
+    [("fmlp", "single"), ("fmlp", "combo"), ("linear_additive", "single"), ("latent_additive", "combo"),
+     ("decoder_only", "single")],
+)
+def test_train_and_predict_follow_the_contract(screen, tmp_path, model, task):
+    path, adata, folds = screen
+    params = {k: v for k, v in TINY_NET.items() if model != "linear_additive" or k not in ("hidden_dim", "latent_dim")}
+    ckpt, out = tmp_path / "ckpt", tmp_path / "pred.h5ad"
+    assert _train(path, task, model, params, ckpt) == 0
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.pt", "params.json", "training_curve.tsv"]
+    curve = pd.read_csv(ckpt / "training_curve.tsv", sep="\t")
+    assert curve.columns.tolist()[:4] == ["epoch", "train_loss", "val_loss", "selected"]
+    assert curve["epoch"].tolist() == [1, 2, 3] and curve["selected"].sum() == 1
+    assert np.isfinite(curve["train_loss"]).all() and np.isfinite(curve["val_loss"]).all()
+    meta = json.loads((ckpt / "params.json").read_text())
+    assert meta["params"]["epochs"] == 3 and meta["params"]["seed"] == 42 and meta["params"]["embedding"] == "pca"
+    assert (meta["model"], meta["dataset"], meta["task"], meta["fold"]) == (model, "toy", task, 0)
+
+    assert _run("predict", path, task, "--checkpoint", str(ckpt), out=out) == 0
+    pred = ad.read_h5ad(out)
+    assert pred.obs_names.tolist() == _test_perts(folds, task)
+    assert pred.obs["perturbation"].tolist() == _test_perts(folds, task)
+    assert pred.var_names.tolist() == adata.var_names.tolist()
+    assert isinstance(pred.X, np.ndarray) and pred.X.dtype == np.float64 and np.isfinite(pred.X).all()
+    assert dict(pred.uns) == {"method": model, "dataset": "toy", "task": task, "fold": 0}
+
+
+def test_training_and_prediction_are_deterministic(screen, tmp_path):
+    path, _, _ = screen
+    runs = []
+    for k in range(2):
+        ckpt, out = tmp_path / f"ckpt{k}", tmp_path / f"pred{k}.h5ad"
+        assert _train(path, "single", "latent_additive", TINY_NET, ckpt) == 0
+        assert _run("predict", path, "single", "--checkpoint", str(ckpt), out=out) == 0
+        runs.append((ckpt, out))
+    (a, pa), (b, pb) = runs
+    assert (a / "training_curve.tsv").read_bytes() == (b / "training_curve.tsv").read_bytes()
+    sa, sb = (torch.load(c / "model.pt", weights_only=True)["state_dict"] for c in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert np.array_equal(ad.read_h5ad(pa).X, ad.read_h5ad(pb).X)
+
+
+@pytest.mark.parametrize(
+    "params,field",
+    [({"epochs": 2, "learning_rate": 0.1}, "learning_rate"), ({"epochs": "2"}, "epochs"), ({"epochs": True}, "epochs"),
+     ({"batch_size": 0}, "batch_size"), ({"embedding": "esm2"}, "embedding"), ({"lr": -1.0}, "lr")],
+)
+def test_bad_hyperparameters_fail_before_training(screen, tmp_path, monkeypatch, capsys, params, field):
+    path, _, _ = screen
+    monkeypatch.setattr(cli, "load_fold", lambda *a, **k: pytest.fail("data was read before the parameters were checked"))
+    ckpt = tmp_path / "ckpt"
+    assert _train(path, "single", "fmlp", params, ckpt) == 2
+    err = capsys.readouterr().err
+    assert "model 'fmlp'" in err and "dataset 'toy'" in err and "--params" in err and repr(field) in err
+    assert not ckpt.exists()
+
+
+def test_hyperparameters_from_a_file_are_named_in_errors(screen, tmp_path, capsys):
+    path, _, _ = screen
+    params = tmp_path / "fmlp.json"
+    params.write_text(json.dumps({"epochz": 3}))
+    assert _run("train", path, "single", "--model", "fmlp", "--params", str(params), out=tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert str(params) in err and "'epochz'" in err
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [({"embedding_file": "nowhere/emb.tsv"}, "'embedding_file' names 'nowhere/emb.tsv', which does not exist"),
+     ({"embedding": "file"}, "'embedding' is 'file' but 'embedding_file' is not set")],
+)
+def test_missing_embedding_file_fails_clearly(screen, tmp_path, capsys, params, message):
+    path, _, _ = screen
+    assert _train(path, "single", "decoder_only", params, tmp_path / "ckpt") == 2
+    err = capsys.readouterr().err
+    assert message in err and "model 'decoder_only'" in err and "dataset 'toy'" in err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_embedding_file_is_used_and_unembedded_targets_get_the_mean_baseline(screen, tmp_path, caplog):
+    path, adata, folds = screen
+    test = _test_perts(folds, "single")
+    rng = np.random.default_rng(0)
+    genes = [g for g in adata.var_names if g != test[0]]  # the first test perturbation's target has no row
+    table = pd.DataFrame(rng.standard_normal((len(genes), 4)), index=pd.Index(genes, name="gene"))
+    table.to_csv(tmp_path / "emb.tsv", sep="\t")
+    ckpt, out = tmp_path / "ckpt", tmp_path / "pred.h5ad"
+    assert _train(path, "single", "fmlp", {**TINY_NET, "embedding_file": str(tmp_path / "emb.tsv")}, ckpt) == 0
+    assert json.loads((ckpt / "params.json").read_text())["params"]["embedding"] == "file"
+    assert torch.load(ckpt / "model.pt", weights_only=True)["embedding"].shape == (len(genes), 4)
+    assert _run("predict", path, "single", "--checkpoint", str(ckpt), out=out) == 0
+    pred = ad.read_h5ad(out)
+    np.testing.assert_allclose(pred.X[0], _train_means(adata, folds, "single"), rtol=1e-6)
+    assert not np.allclose(pred.X[1], pred.X[0])
+    assert test[0] in caplog.text and "mean of the training perturbations" in caplog.text
+
+
+def test_pca_embedding_is_the_principal_components_of_the_train_pseudobulk():
+    rng = np.random.default_rng(3)
+    pseudobulk = rng.normal(size=(12, 40)) @ np.diag(np.linspace(3, 0.1, 40))  # perturbations × genes
+    emb = embeddings.pca_embedding(pseudobulk, pd.Index([f"g{i}" for i in range(40)]), 5)
+    # sklearn: genes are the samples, after removing each gene's mean over perturbations
+    y = pseudobulk.T - pseudobulk.T.mean(axis=1, keepdims=True)
+    ref = PCA(n_components=5, svd_solver="full").fit_transform(y)
+    for k in range(5):
+        assert abs(np.corrcoef(emb.iloc[:, k], ref[:, k])[0, 1]) == pytest.approx(1.0, abs=1e-9)
+    assert np.sqrt(np.mean(emb.to_numpy() ** 2)) == pytest.approx(1.0)
+    # rank-limited: 3 perturbations give at most 2 centred components
+    assert embeddings.pca_embedding(pseudobulk[:3], emb.index, 5).shape == (40, 2)
+
+
+def test_gears_condition_names():
+    assert [gears_condition(p) for p in ("control", "KLF1", "CEBPA+KLF1")] == ["ctrl", "KLF1+ctrl", "CEBPA+KLF1"]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.mark.parametrize("task", ["single", "combo"])
+def test_gears_trains_and_predicts_offline(screen, tmp_path, no_network, caplog, task):
+    path, adata, folds = screen
+    test = _test_perts(folds, task)
+    missing = test[0].split("+")[0]  # GEARS cannot represent this gene: its perturbations fall back to the mean
+    gene2go = random_gene2go([g for g in adata.var_names if g != missing], n_terms=20, terms_per_gene=3, seed=0)
+    with open(tmp_path / "gene2go.pkl", "wb") as f:
+        pickle.dump(gene2go, f)
+    params = {"gene2go_path": str(tmp_path / "gene2go.pkl"), "epochs": 2, "hidden_size": 8, "batch_size": 16,
+              "n_control_samples": 20}
+    ckpt, out = tmp_path / "ckpt", tmp_path / "pred.h5ad"
+    assert _train(path, task, "gears", params, ckpt) == 0
+    curve = pd.read_csv(ckpt / "training_curve.tsv", sep="\t")
+    assert curve["epoch"].tolist() == [1, 2] and curve["selected"].sum() == 1
+    assert _run("predict", path, task, "--checkpoint", str(ckpt), out=out) == 0
+    pred = ad.read_h5ad(out)
+    assert pred.obs_names.tolist() == test and pred.var_names.tolist() == adata.var_names.tolist()
+    assert pred.X.dtype == np.float64 and np.isfinite(pred.X).all()
+    assert pred.uns["method"] == "gears"
+    fallback = np.array([missing in p.split("+") for p in test])
+    np.testing.assert_allclose(pred.X[fallback], np.tile(_train_means(adata, folds, task), (fallback.sum(), 1)),
+                               rtol=1e-6)
+    assert not np.allclose(pred.X[~fallback], _train_means(adata, folds, task))
+    assert "outside the GO map" in caplog.text
+
+
+def test_gears_requires_a_gene2go_file(screen, tmp_path, capsys):
+    path, _, _ = screen
+    assert _train(path, "single", "gears", {"epochs": 1}, tmp_path / "c") == 2
+    assert "'gene2go_path' is required" in capsys.readouterr().err
+    assert _train(path, "single", "gears", {"gene2go_path": str(tmp_path / "none.pkl")}, tmp_path / "c") == 2
+    assert "none.pkl" in capsys.readouterr().err
+
+
+def test_a_trained_model_beats_the_mean_baseline_on_wmse_and_nir(tmp_path):
+    """Simulated singles act through a few shared programs, and a target gene sits in its program's core, so the
+    target's PCA embedding tells which program an unseen perturbation drives: learnable by construction."""
+    adata, folds = _screen(tmp_path, seed=3, n_genes=200, n_perturbations=50, cells_per_perturbation=30,
+                           n_control_cells=150, mean_degs=60, effect_size=1.5, n_programs=3, private_fraction=0.0)
+    halves = split_halves(adata.obs["perturbation"], seed=0)
+    stats = reduce_cells(adata, halves, chunk_size=10_000)
+    degs_gt = degs.test_degs(stats, "gt")
+    scores = []
+    for fold in (0, 1):
+        ckpt, out = tmp_path / f"ckpt{fold}", tmp_path / f"pred{fold}.h5ad"
+        assert _train(tmp_path, "single", "linear_additive", {"epochs": 40, "val_every": 5}, ckpt, fold=fold) == 0
+        assert _run("predict", tmp_path, "single", "--checkpoint", str(ckpt), fold=fold, out=out) == 0
+        d = fold_data(stats, folds["single"], fold, degs_td=None, modality="CRISPRi")
+        baseline = as_prediction(mean(d), method="mean", dataset="toy", task="single", fold=fold)
+        for method, prediction in (("linear_additive", ad.read_h5ad(out)), ("mean", baseline)):
+            table = score_fold(prediction, stats, folds["single"], fold, degs_gt, deg_alpha=0.05)
+            scores.append(table.assign(method=method, fold=fold))
+    summary = pd.concat(scores).pivot_table(index="metric", columns="method", values="value", aggfunc="mean")
+    assert summary.loc["wmse", "linear_additive"] < summary.loc["wmse", "mean"]
+    assert summary.loc["nir", "linear_additive"] > summary.loc["nir", "mean"]
