@@ -7,8 +7,11 @@ include: "rules/reduce.smk"
 include: "rules/degs.smk"
 include: "rules/summary.smk"
 include: "rules/baselines.smk"
+include: "rules/models.smk"
 include: "rules/metrics.smk"
 include: "rules/calibration.smk"
+include: "rules/containers.smk"
+include: "rules/cluster.smk"
 
 
 rule all:

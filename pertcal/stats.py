@@ -113,8 +113,9 @@ def paired_test(
 ) -> dict:
     """One-sided paired tests that `method` beats `reference`; (n,) aligned scores, NaN pairs dropped.
 
-    Returns n, means, mu_delta = mean(method - reference) (raw sign), its bootstrap percentile CI,
-    paired t (statistic and one-sided p) and Wilcoxon signed-rank (statistic and one-sided p).
+    Returns n, means, mu_delta = mean(method - reference) (raw sign), its bootstrap percentile CI (`n_resamples`
+    resamples drawn from `rng`, seed 0 if None), paired t (statistic and one-sided p) and Wilcoxon signed-rank
+    (statistic and one-sided p).
     """
     method = np.asarray(method, dtype=float)
     reference = np.asarray(reference, dtype=float)
@@ -250,7 +251,7 @@ def summarize_methods(metrics: pd.DataFrame, specs: Mapping) -> pd.DataFrame:
     """
     grouped = metrics.dropna(subset=["value"]).groupby(["dataset", "task", "method", "metric"], sort=True)["value"]
     out = grouped.agg(n="count", mean="mean").reset_index()
-    out["sem"] = grouped.agg(lambda v: scipy.stats.sem(v) if len(v) > 1 else np.nan).to_numpy()
+    out["sem"] = grouped.sem().to_numpy()  # ddof = 1; NaN for a single value
     contender = ~out["method"].isin(POSITIVE_CONTROLS)
     higher = out["metric"].map(lambda m: specs[m].higher_is_better)
     # comparing the sign-flipped mean lets one max() serve both directions
@@ -337,7 +338,7 @@ def compare_drf_mse_wmse(drf: pd.DataFrame, positive_control: str, min_perturbat
     sel = drf[(drf["positive_control"] == positive_control) & drf["metric"].isin(["mse", "wmse"])]
     rows = []
     for dataset, group in sel.groupby("dataset", sort=True):
-        wide = group.pivot_table(index=["task", "perturbation"], columns="metric", values="drf", aggfunc="first")
+        wide = group.pivot(index=["task", "perturbation"], columns="metric", values="drf")
         wide = wide.reindex(columns=["mse", "wmse"]).dropna()
         p = np.nan
         if len(wide) >= min_perturbations:

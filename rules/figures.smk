@@ -106,10 +106,10 @@ rule plot_forest:
             caption="../report/forest.rst",
             category="Benchmark",
             subcategory="{dataset} ({task})",
-            labels={
-                "dataset": "{dataset}",
-                "task": "{task}",
-                "result": lambda wc: f"forest plot vs {wc.comparison.replace('_', ' ')}",
+            labels=lambda wc: {
+                "dataset": wc.dataset,
+                "task": wc.task,
+                "result": f"forest plot vs {wc.comparison.replace('_', ' ')}",
             },
         ),
     wildcard_constraints:

@@ -25,7 +25,6 @@ def write_raw(path, *, labels=None, values=None, genes=None, column="perturbatio
 def user_dataset(path, **extra):
     return {
         "run": ["mine"],
-        "models": {},
         "datasets": {"mine": {"source": {"path": str(path)}, "modality": "CRISPRi", **extra,
                               "processing": {"min_genes_per_cell": 1, "n_hvg": 20}}},
     }

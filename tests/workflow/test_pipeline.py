@@ -15,11 +15,10 @@ from pertcal.metrics import METRICS
 pytestmark = pytest.mark.workflow
 
 # Two small demo datasets (one single task, one combo task) with fewer folds keep the run to a minute or two.
-SMALL = {
-    "run": ["sim_gwps", "sim_wessels"],
-    "models": {},
-    "processing": {"n_folds_single": 3},
-}
+SMALL = {"run": ["sim_gwps", "sim_wessels"], "processing": {"n_folds_single": 3}}
+
+
+TARGETS = ("results/calibration/summary.json", "results/metrics.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,8 @@ def small_run(tmp_path_factory):
     from conftest import Workflow
 
     wf = Workflow(tmp_path_factory.mktemp("pipeline") / "workflow")
-    wf.run("results/calibration/summary.json", "-c2", config=SMALL)
+    wf.replace_config(models={})  # models have their own tests; this one is about the data and calibration stages
+    wf.run(*TARGETS, "-c2", config=SMALL)
     return wf
 
 
@@ -89,10 +89,10 @@ def test_calibration_summary_on_simulated_truth(small_run):
 
 
 def test_rerun_after_full_run_is_empty_and_one_dataset_edit_reruns_only_it(small_run):
-    plan = small_run.run("-n", "results/calibration/summary.json", config=SMALL).stdout
+    plan = small_run.run("-n", *TARGETS, config=SMALL).stdout
     assert planned_jobs(plan) == [], plan[-2000:]
     edited = {**SMALL, "datasets": {"sim_gwps": {"processing": {"n_hvg": 700}}}}
-    jobs = planned_jobs(small_run.run("-n", "results/calibration/summary.json", config=edited).stdout)
+    jobs = planned_jobs(small_run.run("-n", *TARGETS, config=edited).stdout)
     datasets = {ds for _, ds in jobs}
     assert datasets == {"sim_gwps", ""}, jobs
     assert {rule for rule, ds in jobs if ds == ""} <= {
@@ -112,6 +112,7 @@ def test_single_dataset_target_plans_only_that_dataset(workflow):
 
 def test_tables_are_deterministic(small_run, make_workflow):
     again = make_workflow("again")
+    again.replace_config(models={})
     again.run("results/sim_wessels/degs_td.parquet", "results/metrics.parquet", "-c2", config=SMALL)
     for rel in [
         "sim_wessels/halves.parquet",
