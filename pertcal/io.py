@@ -62,12 +62,21 @@ def _json_default(o):
 
 
 def log_to(path) -> None:
-    """Send this process's logging (INFO and up) to a Snakemake log file."""
+    """Send this process's logging (INFO and up) and any uncaught error to a Snakemake log file."""
     import logging
+    import sys
 
     logging.basicConfig(
         filename=str(path), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
+    default_hook = sys.excepthook
+
+    def hook(kind, value, tb):
+        # a failing rule's reason belongs in its log, where users (and --show-failed-logs) look for it
+        logging.getLogger("pertcal").error("%s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+        default_hook(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def concat_tables(paths) -> pd.DataFrame:

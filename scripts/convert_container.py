@@ -1,16 +1,9 @@
 """Rule convert_container: containers/docker/{model}.Dockerfile from containers/{model}.def (spython)."""
 
-import logging
-from pathlib import Path
-
 from pertcal.containers import to_dockerfile
 from pertcal.io import atomic_path, log_to
 
 log_to(snakemake.log[0])
-try:
-    text = to_dockerfile(snakemake.input[0])
-    with atomic_path(snakemake.output[0]) as tmp:
-        Path(tmp).write_text(text)
-except Exception:
-    logging.exception("convert_container failed")
-    raise
+text = to_dockerfile(snakemake.input[0])
+with atomic_path(snakemake.output[0]) as tmp:
+    tmp.write_text(text)

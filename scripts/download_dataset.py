@@ -1,21 +1,13 @@
 """Rule download_dataset: fetch resources/{dataset}/raw.h5ad from the dataset's mirror URLs, verified."""
 
-import logging
-
 from pertcal.download import fetch
+from pertcal.io import log_to
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+log_to(snakemake.log[0])
+fetch(
+    list(snakemake.params.urls),
+    snakemake.output[0],
+    sha256=snakemake.params.sha256 or None,
+    size=snakemake.params.size or None,
+    dataset=snakemake.wildcards.dataset,
 )
-urls = snakemake.params.urls
-try:
-    fetch(
-        [urls] if isinstance(urls, str) else list(urls),
-        snakemake.output[0],
-        sha256=snakemake.params.sha256 or None,
-        size=snakemake.params.size or None,
-        dataset=snakemake.wildcards.dataset,
-    )
-except Exception:
-    logging.exception("download_dataset failed")
-    raise
