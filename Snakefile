@@ -10,6 +10,9 @@ include: "rules/baselines.smk"
 include: "rules/models.smk"
 include: "rules/metrics.smk"
 include: "rules/calibration.smk"
+include: "rules/stats.smk"
+include: "rules/figures.smk"
+include: "rules/report.smk"
 include: "rules/containers.smk"
 include: "rules/cluster.smk"
 
@@ -17,7 +20,5 @@ include: "rules/cluster.smk"
 rule all:
     default_target: True
     input:
-        "results/metrics.parquet",
-        "results/calibration/drf.parquet",
+        "results/benchmark.done",
         "results/calibration/summary.json",
-        "results/summary.csv",

@@ -87,7 +87,7 @@ def to_latex(summary: pd.DataFrame, specs: Mapping, title: str) -> str:
 
 HTML_STYLE = (
     "body{font-family:sans-serif;font-size:13px;margin:1em}"
-    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
     "th:first-child,td:first-child{text-align:left}thead th{background:#eee}caption{font-weight:bold;margin:.5em}"
     "p.note{color:#444;max-width:60em}pre{background:#f6f6f6;padding:1em}"
 )
@@ -125,8 +125,12 @@ def to_html(summary: pd.DataFrame, specs: Mapping, title: str) -> str:
     return html_page(title, body)
 
 
+SUMMARY_ORDER = ["dataset", "n_cells", "n_genes", "n_perturbations", "n_combos", "n_control_cells", "cells_per_perturbation", "mean_degs"]
+
+
 def dataset_summary_html(summary: pd.DataFrame) -> str:
-    """The run's dataset summary (results/summary.csv) as a standalone HTML page."""
+    """The run's dataset summary (results/summary.csv) as a standalone HTML page, known columns first."""
+    summary = summary[[c for c in SUMMARY_ORDER if c in summary] + [c for c in summary if c not in SUMMARY_ORDER]]
     fmt = {c: (lambda v: f"{v:,.1f}") for c in summary.select_dtypes("float").columns}
     rows = [[fmt.get(c, str)(v) for c, v in row.items()] for _, row in summary.iterrows()]
     note = (

@@ -18,7 +18,9 @@ def model_params(method, dataset):
     """The model's hyperparameters for a dataset: seed, then `params`, then `simulated_params` on simulated data."""
     spec = MODELS[method]
     simulated = "simulate" in dataset_cfg(dataset)["source"]
-    params = {"seed": config["seed"], **spec.get("params", {}), **(spec.get("simulated_params", {}) if simulated else {})}
+    params = {"seed": config["seed"], **spec.get("params", {})}
+    if simulated:
+        params.update(spec.get("simulated_params", {}))
     return {
         k: v.format(dataset=dataset) if k.endswith(MODEL_FILE_SUFFIXES) and isinstance(v, str) else v
         for k, v in params.items()

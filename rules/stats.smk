@@ -1,8 +1,7 @@
 # Benchmark statistics: every method against the negative control (and the additive baseline for combos),
-# paired by perturbation; mean ± SEM tables. Settings under config `stats:` override STATS_DEFAULTS.
+# paired by perturbation; mean ± SEM tables. Settings: config `stats:`.
 
-STATS_DEFAULTS = {"n_resamples": 10000, "confidence": 0.95, "alpha": 0.05, "min_perturbations": 10}
-STATS = {**STATS_DEFAULTS, **config.get("stats", {})}
+STATS = config["stats"]
 # the run's (dataset, task) pairs, and the reference sets each task's methods are compared against
 DATASET_TASKS = [(ds, task) for ds in DATASETS for task in tasks_of(ds)]
 COMPARISONS = {"single": ["negative_control"], "combo": ["negative_control"] + ["additive"] * ("additive" in config["baselines"])}

@@ -5,8 +5,16 @@ import yaml
 from pertcal.io import atomic_path, log_to
 from pertcal.tables import config_html
 
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared sub-dicts (config.yaml's anchors) out in full: the page is read, not re-parsed."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 log_to(snakemake.log[0])
-text = yaml.safe_dump(dict(snakemake.params.config), sort_keys=False, allow_unicode=True)
+text = yaml.dump(dict(snakemake.params.config), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 with atomic_path(snakemake.output.yaml) as tmp:
     tmp.write_text(text, encoding="utf-8")
 with atomic_path(snakemake.output.html) as tmp:

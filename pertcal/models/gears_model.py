@@ -74,7 +74,9 @@ def read_gene2go(path: str, *, where: str) -> dict[str, set]:
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise PertcalInputError(f"{where}: gene2go_path {path!r} is not a readable pickle: {exc}") from exc
     if not isinstance(raw, dict):
-        raise PertcalInputError(f"{where}: gene2go_path {path!r} must hold a dict gene → GO terms, got {type(raw).__name__}")
+        raise PertcalInputError(
+            f"{where}: gene2go_path {path!r} must hold a dict gene → GO terms, got {type(raw).__name__}"
+        )
     return {str(g): set(terms) for g, terms in raw.items() if len(terms)}
 
 
@@ -110,10 +112,53 @@ def _gears_adata(fold: FoldCells, keep: np.ndarray) -> ad.AnnData:
 
 
 class _SeriesMaskCSR(sp.csr_matrix):
-    """CSR that accepts a pandas boolean Series as row mask: cell-gears 0.1.2 indexes X that way, current scipy refuses."""
+    """CSR accepting a pandas boolean Series as row mask: cell-gears 0.1.2 indexes X so, current scipy refuses it."""
 
     def __getitem__(self, key):
         return super().__getitem__(key.to_numpy() if isinstance(key, pd.Series) else key)
+
+
+class _ControlRows:
+    """Control cells as plain CSR rows, indexable like the AnnData GEARS draws them from (`ctrl[rows, :].X`)."""
+
+    def __init__(self, x: sp.csr_matrix):
+        self.X = x
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def __getitem__(self, key):
+        return _ControlRows(self.X[key[0]])
+
+
+def _fast_pert_data(pert_data_class):
+    """cell-gears's PertData, but pairing perturbed cells with control cells from CSR rows instead of AnnData views.
+
+    GEARS draws one random control cell per perturbed cell by slicing an AnnData view, milliseconds each; the
+    draws (np.random.randint over the same control cells) and the graphs built from them are unchanged.
+    """
+
+    class FastPertData(pert_data_class):
+        def create_dataset_file(self):
+            self.ctrl_adata = _ControlRows(sp.csr_matrix(self.ctrl_adata.X))
+            super().create_dataset_file()
+
+    return FastPertData
+
+
+def _in_sorted_order(loss, tensors: tuple, perts, **kwargs) -> torch.Tensor:
+    """GEARS's loss (a mean over the batch's perturbations of per-perturbation terms), terms taken in sorted order.
+
+    The library iterates a set of perturbation names, whose order follows Python's per-process hash seed, so the
+    summation order and the last bits of every step would change from run to run.
+    """
+    perts = np.asarray(perts)
+    terms = []
+    for p in sorted(set(perts.tolist())):
+        rows = np.flatnonzero(perts == p)
+        index = torch.from_numpy(rows).to(tensors[0].device)
+        terms.append(loss(*(t[index] for t in tensors), perts[rows], **kwargs))
+    return torch.stack(terms).mean()
 
 
 def _epoch_metrics(loader, model, uncertainty: bool, device) -> tuple[float, float]:
@@ -150,13 +195,15 @@ class GearsModel:
         train = [p for p in fold.train if in_go[p]]
         val = [p for p in fold.val if in_go[p]]
         if not train:
-            raise PertcalInputError(f"{where}: no training perturbation has all its targets in {params['gene2go_path']}")
+            raise PertcalInputError(
+                f"{where}: no training perturbation has all its targets in {params['gene2go_path']}"
+            )
         keep = fold.cells_of(train + val + [CONTROL])
         with tempfile.TemporaryDirectory(prefix="pertcal-gears-") as scratch, seeded(params["seed"]):
             # PertData looks for exactly this file in its data path and downloads it only when absent
             with open(Path(scratch) / "gene2go_all.pkl", "wb") as f:
                 pickle.dump(gene2go, f)
-            pert_data = PertData(scratch, default_pert_graph=False)
+            pert_data = _fast_pert_data(PertData)(scratch, default_pert_graph=False)
             pert_data.new_data_process(dataset_name=SCRATCH_NAME, adata=_gears_adata(fold, keep))
             split_path = Path(scratch) / "split.pkl"
             with open(split_path, "wb") as f:
@@ -192,10 +239,10 @@ class GearsModel:
                                   direction_lambda=config["direction_lambda"])
                     if config["uncertainty"]:
                         pred, logvar = model(batch)
-                        loss = uncertainty_loss_fct(pred, logvar, batch.y, batch.pert,
-                                                    reg=config["uncertainty_reg"], **common)
+                        loss = _in_sorted_order(uncertainty_loss_fct, (pred, logvar, batch.y), batch.pert,
+                                                reg=config["uncertainty_reg"], **common)
                     else:
-                        loss = loss_fct(model(batch), batch.y, batch.pert, **common)
+                        loss = _in_sorted_order(loss_fct, (model(batch), batch.y), batch.pert, **common)
                     loss.backward()
                     torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=1.0)
                     optimizer.step()
@@ -229,7 +276,8 @@ class GearsModel:
             model.load_state_dict(checkpoint["state_dict"])
             model.eval()
             n = min(params["n_control_samples"], fold.control_cells.size)
-            basal = fold.dense(np.sort(np.random.default_rng(params["seed"]).choice(fold.control_cells, n, replace=False)))
+            picked = np.random.default_rng(params["seed"]).choice(fold.control_cells, n, replace=False)
+            basal = fold.dense(np.sort(picked))
             for i in np.flatnonzero(ok):
                 genes = targets_of(fold.test[i])
                 graphs = [create_cell_graph_for_prediction(x, [position[g] for g in genes], genes) for x in basal]

@@ -60,6 +60,13 @@ def mlp(sizes: list[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def start_at(layers: nn.Sequential, mean: np.ndarray) -> nn.Sequential:
+    """Set the last layer's bias to `mean` (G,): an untrained network then predicts the mean expression, not 0."""
+    with torch.no_grad():
+        layers[-1].bias.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    return layers
+
+
 def _batches(order: np.ndarray, size: int):
     for start in range(0, order.size, size):
         yield order[start : start + size]
@@ -122,12 +129,13 @@ def fallback(pred: pd.DataFrame, ok: np.ndarray, fold: FoldCells, *, reason: str
 class EmbeddingModel:
     """A torch model whose perturbation input is the sum over its target genes of gene-embedding rows.
 
-    `build(params, n_genes, emb_dim, control_mean)` returns a module called as `net(members, rows, basal)` with
-    members (B, R) target indicators, rows (R, K) embedding rows and basal (B, G) control cells (or None) → (B, G).
+    `build(params, n_genes, emb_dim, control_mean, cell_mean)` returns a module called as `net(members, rows, basal)`
+    with members (B, R) target indicators, rows (R, K) embedding rows and basal (B, G) control cells (or None)
+    → (B, G); `control_mean` and `cell_mean` (G,) are the control cells' and the training cells' mean expression.
     """
 
     params: dict[str, Param]
-    build: Callable[[dict, int, int, np.ndarray], nn.Module]
+    build: Callable[[dict, int, int, np.ndarray, np.ndarray], nn.Module]
     train_on_control: bool
     needs_basal: bool
 
@@ -165,7 +173,8 @@ class EmbeddingModel:
             return nn.functional.mse_loss(net(members_t[code[cells]], rows_t, basal), y)
 
         with seeded(params["seed"]):
-            net = self.build(params, fold.genes.size, table.shape[1], fold.means([CONTROL])[0]).to(device)
+            cell_mean = np.asarray(fold.x[train_cells].mean(axis=0)).ravel()
+            net = self.build(params, fold.genes.size, table.shape[1], fold.means([CONTROL])[0], cell_mean).to(device)
             state, curve = fit(net, batch_loss, train_cells, val_cells, params, rng)
         checkpoint = {
             "state_dict": {k: v.cpu() for k, v in state.items()},
@@ -180,7 +189,8 @@ class EmbeddingModel:
         table = pd.DataFrame(checkpoint["embedding"].numpy(), index=checkpoint["embedding_genes"])
         members, rows, ok = embeddings.encode(fold.test, table)
         with seeded(params["seed"]):
-            net = self.build(params, fold.genes.size, table.shape[1], fold.means([CONTROL])[0])
+            blank = np.zeros(fold.genes.size)  # the checkpoint's weights and buffers replace the starting values
+            net = self.build(params, fold.genes.size, table.shape[1], blank, blank)
             net.load_state_dict(checkpoint["state_dict"])
             net.to(device).eval()
             members_t, rows_t = torch.from_numpy(members).to(device), torch.from_numpy(rows).to(device)

@@ -4,8 +4,11 @@ and a model beating the mean baseline where the simulator puts learnable structu
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
+import subprocess
+import sys
 
 import anndata as ad
 import numpy as np
@@ -133,7 +136,7 @@ def test_training_and_prediction_are_deterministic(screen, tmp_path):
 )
 def test_bad_hyperparameters_fail_before_training(screen, tmp_path, monkeypatch, capsys, params, field):
     path, _, _ = screen
-    monkeypatch.setattr(cli, "load_fold", lambda *a, **k: pytest.fail("data was read before the parameters were checked"))
+    monkeypatch.setattr(cli, "load_fold", lambda *a, **k: pytest.fail("data read before the parameters were checked"))
     ckpt = tmp_path / "ckpt"
     assert _train(path, "single", "fmlp", params, ckpt) == 2
     err = capsys.readouterr().err
@@ -212,16 +215,23 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
-@pytest.mark.parametrize("task", ["single", "combo"])
-def test_gears_trains_and_predicts_offline(screen, tmp_path, no_network, caplog, task):
+def _gene2go_without(path, genes, missing):
+    """Write a random gene2go pickle covering `genes` except `missing`; returns its path."""
+    gene2go = random_gene2go([g for g in genes if g != missing], n_terms=20, terms_per_gene=3, seed=0)
+    with open(path, "wb") as f:
+        pickle.dump(gene2go, f)
+    return path
+
+
+GEARS_TINY = {"epochs": 2, "hidden_size": 8, "batch_size": 16, "n_control_samples": 20}
+
+
+def test_gears_trains_and_predicts_offline(screen, tmp_path, no_network, caplog):
     path, adata, folds = screen
+    task = "combo"
     test = _test_perts(folds, task)
     missing = test[0].split("+")[0]  # GEARS cannot represent this gene: its perturbations fall back to the mean
-    gene2go = random_gene2go([g for g in adata.var_names if g != missing], n_terms=20, terms_per_gene=3, seed=0)
-    with open(tmp_path / "gene2go.pkl", "wb") as f:
-        pickle.dump(gene2go, f)
-    params = {"gene2go_path": str(tmp_path / "gene2go.pkl"), "epochs": 2, "hidden_size": 8, "batch_size": 16,
-              "n_control_samples": 20}
+    params = {**GEARS_TINY, "gene2go_path": str(_gene2go_without(tmp_path / "gene2go.pkl", adata.var_names, missing))}
     ckpt, out = tmp_path / "ckpt", tmp_path / "pred.h5ad"
     assert _train(path, task, "gears", params, ckpt) == 0
     curve = pd.read_csv(ckpt / "training_curve.tsv", sep="\t")
@@ -236,6 +246,21 @@ def test_gears_trains_and_predicts_offline(screen, tmp_path, no_network, caplog,
                                rtol=1e-6)
     assert not np.allclose(pred.X[~fallback], _train_means(adata, folds, task))
     assert "outside the GO map" in caplog.text
+
+
+def test_gears_is_deterministic_across_processes(screen, tmp_path):
+    """A process with another hash seed trains identically (GEARS's own loss iterates a set of names)."""
+    path, adata, _ = screen
+    params = {**GEARS_TINY, "gene2go_path": str(_gene2go_without(tmp_path / "gene2go.pkl", adata.var_names, None))}
+    args = ["train", "--model", "gears", "--data", str(path / "processed.h5ad"), "--folds",
+            str(path / "folds_single.parquet"), "--fold", "1", "--task", "single", "--device", "cpu", "--threads", "1",
+            "--params", json.dumps(params), "--out"]
+    assert cli.main([*args, str(tmp_path / "here")]) == 0
+    other_seed = str(int(os.environ.get("PYTHONHASHSEED", "0") or 0) + 1)
+    subprocess.run([sys.executable, "-m", "pertcal.models.cli", *args, str(tmp_path / "there")],
+                   env={**os.environ, "PYTHONHASHSEED": other_seed}, check=True, capture_output=True)
+    for name in ("model.pt", "training_curve.tsv"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
 
 
 def test_gears_requires_a_gene2go_file(screen, tmp_path, capsys):

@@ -80,3 +80,18 @@ def make_workflow(tmp_path):
 @pytest.fixture
 def workflow(make_workflow) -> Workflow:
     return make_workflow()
+
+
+# Two small demo datasets (one single task, one combo task, fewer folds, no models): the data, calibration and
+# benchmark stages end to end in a couple of minutes. Models have their own workflow tests.
+SMALL_DEMO = {"run": ["sim_gwps", "sim_wessels"], "processing": {"n_folds_single": 3}, "stats": {"n_resamples": 1000}}
+SMALL_DEMO_TARGETS = ("results/benchmark.done", "results/calibration/summary.json", "results/metrics.parquet")
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Workflow:
+    """One run of SMALL_DEMO to its targets, shared by the tests that read its outputs (and must not change them)."""
+    wf = Workflow(tmp_path_factory.mktemp("small_demo") / "workflow")
+    wf.replace_config(models={})
+    wf.run(*SMALL_DEMO_TARGETS, "-c2", config=SMALL_DEMO)
+    return wf

@@ -10,25 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SMALL_DEMO as SMALL, SMALL_DEMO_TARGETS as TARGETS
 from pertcal.metrics import METRICS
 
 pytestmark = pytest.mark.workflow
 
-# Two small demo datasets (one single task, one combo task) with fewer folds keep the run to a minute or two.
-SMALL = {"run": ["sim_gwps", "sim_wessels"], "processing": {"n_folds_single": 3}}
-
-
-TARGETS = ("results/calibration/summary.json", "results/metrics.parquet")
-
-
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    from conftest import Workflow
-
-    wf = Workflow(tmp_path_factory.mktemp("pipeline") / "workflow")
-    wf.replace_config(models={})  # models have their own tests; this one is about the data and calibration stages
-    wf.run(*TARGETS, "-c2", config=SMALL)
-    return wf
+def small_run(small_demo):
+    return small_demo
 
 
 def planned_jobs(dry_run_stdout: str) -> list[tuple[str, str]]:
@@ -95,12 +84,6 @@ def test_rerun_after_full_run_is_empty_and_one_dataset_edit_reruns_only_it(small
     jobs = planned_jobs(small_run.run("-n", *TARGETS, config=edited).stdout)
     datasets = {ds for _, ds in jobs}
     assert datasets == {"sim_gwps", ""}, jobs
-    assert {rule for rule, ds in jobs if ds == ""} <= {
-        "collect_metrics",
-        "collect_drf",
-        "collect_summaries",
-        "summarize_calibration",
-    }
     assert ("preprocess_dataset", "sim_gwps") in jobs
 
 
@@ -113,11 +96,14 @@ def test_single_dataset_target_plans_only_that_dataset(workflow):
 def test_tables_are_deterministic(small_run, make_workflow):
     again = make_workflow("again")
     again.replace_config(models={})
-    again.run("results/sim_wessels/degs_td.parquet", "results/metrics.parquet", "-c2", config=SMALL)
+    scored = "sim_wessels/metrics/combo/fold0/interpolated_duplicate.parquet"
+    again.run("results/sim_wessels/degs_gt.parquet", f"results/{scored}", "-c2", config=SMALL)
     for rel in [
         "sim_wessels/halves.parquet",
         "sim_wessels/folds_combo.parquet",
+        "sim_wessels/stats.h5ad",
         "sim_wessels/degs_td.parquet",
-        "metrics.parquet",
+        "sim_wessels/predictions/combo/fold0/interpolated_duplicate.h5ad",
+        scored,
     ]:
         assert (small_run.path / "results" / rel).read_bytes() == (again.path / "results" / rel).read_bytes(), rel

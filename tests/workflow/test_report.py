@@ -20,12 +20,6 @@ from pertcal.stats import POSITIVE_CONTROLS, STATS_COLUMNS
 
 pytestmark = pytest.mark.workflow
 
-SMALL = {
-    "run": ["sim_gwps", "sim_wessels"],
-    "models": {},
-    "processing": {"n_folds_single": 3},
-    "stats": {"n_resamples": 1000},
-}
 DATASET_TASKS = [("sim_gwps", "single"), ("sim_wessels", "combo")]
 CATEGORIES = {"Calibration", "Benchmark", "Datasets and configuration"}
 
@@ -41,13 +35,11 @@ def expected_figures() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report_run(tmp_path_factory):
-    from conftest import Workflow
+def report_run(small_demo):
+    from conftest import SMALL_DEMO
 
-    wf = Workflow(tmp_path_factory.mktemp("report") / "workflow")
-    wf.run("results/benchmark.done", "-c2", config=SMALL)
-    wf.run("results/benchmark.done", "--report", "results/report.html", config=SMALL)
-    return wf
+    small_demo.run("results/benchmark.done", "--report", "results/report.html", config=SMALL_DEMO)
+    return small_demo
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +47,16 @@ def report(report_run) -> dict:
     """The report's embedded tables: results, categories and the workflow description."""
     html = (report_run.path / "results" / "report.html").read_text(encoding="utf-8")
 
-    def variable(name):
-        return json.loads(re.search(rf"var {name} = (.*?);\n", html, re.S).group(1))
+    def variable(script_id, name):
+        # the data scripts, not the report's own JavaScript (which uses the same variable names)
+        return json.loads(re.search(rf'<script id="{script_id}">\s*var {name} = (.*?);\s*</script>', html, re.S).group(1))
 
-    return {"html": html, "results": variable("results"), "categories": variable("categories"), "desc": variable("workflow_desc")}
+    return {
+        "html": html,
+        "results": variable("results", "results"),
+        "categories": variable("categories", "categories"),
+        "desc": variable("workflow-desc", "workflow_desc"),
+    }
 
 
 def test_benchmark_target_lists_existing_outputs(report_run):
@@ -114,11 +112,12 @@ def _browser():
 
 
 @pytest.mark.skipif(_browser() is None, reason="no Chromium to render the report headless")
-def test_report_renders_in_a_headless_browser(report_run):
+def test_report_renders_in_a_headless_browser(report_run, tmp_path):
     page = (report_run.path / "results" / "report.html").as_uri()
+    # a profile of its own: with a shared one, Chromium hands the page to an already running instance and waits
+    browser = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path}"]
     dom = subprocess.run(
-        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", page],
-        capture_output=True, text=True, timeout=180, check=True,
+        [*browser, "--virtual-time-budget=20000", "--dump-dom", page], capture_output=True, text=True, timeout=300, check=True
     ).stdout
     # the loading screen is hidden and the report's menu lists every category once the scripts have run
     assert re.search(r'<div id="loading-screen" style="display: none;?">', dom)
