@@ -9,6 +9,7 @@ localrules:
     assign_folds,
     summarize_dataset,
     collect_summaries,
+    collect_dataset_metrics,
     collect_metrics,
     collect_drf,
     summarize_calibration,

@@ -104,12 +104,14 @@ def fold_outputs(pattern, datasets=None, methods=None):
 
 
 def preprocess_params(wildcards):
+    """The harmonizer settings of a dataset (tracked as params: editing them reruns its preprocessing)."""
     cfg = dataset_cfg(wildcards.dataset)
     keys = ("perturbation_column", "control_labels", "combo_delimiter", "gene_symbol_column", "harmonizers")
     return {k: cfg[k] for k in keys}
 
 
 def metric_tables(wildcards=None, datasets=None, methods=None):
+    """Per-(dataset, task, fold, method) metric files of the run (or of the given datasets/methods)."""
     return fold_outputs("results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet", datasets, methods)
 
 
@@ -117,6 +119,7 @@ CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_dupli
 
 
 def simulated_truth(wildcards):
+    """Ground-truth tables of the run's simulated datasets, by dataset."""
     return {
         ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if "simulate" in dataset_cfg(ds)["source"]
     }

@@ -131,7 +131,7 @@ rule plot_forest:
 
 rule plot_ideal_gap:
     input:
-        "results/metrics.parquet",
+        "results/{dataset}/metrics.parquet",
     output:
         pdf="results/figures/{dataset}/ideal_gap_{task}.pdf",
         png=report(
@@ -153,7 +153,7 @@ rule plot_ideal_gap:
 
 rule plot_control_strips:
     input:
-        "results/metrics.parquet",
+        "results/{dataset}/metrics.parquet",
     output:
         pdf="results/figures/{dataset}/controls_{task}.pdf",
         png=report(

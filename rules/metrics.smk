@@ -21,9 +21,25 @@ rule score_metrics:
         "../scripts/score_metrics.py"
 
 
+rule collect_dataset_metrics:
+    input:
+        lambda wc: metric_tables(datasets=[wc.dataset]),
+    output:
+        "results/{dataset}/metrics.parquet",
+    log:
+        "logs/collect_dataset_metrics/{dataset}.log",
+    benchmark:
+        "benchmarks/collect_dataset_metrics/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/collect_metrics.py"
+
+
+# Per-dataset tables first, so editing one dataset re-collects only its own before this concatenation.
 rule collect_metrics:
     input:
-        metric_tables,
+        expand("results/{dataset}/metrics.parquet", dataset=DATASETS),
     output:
         "results/metrics.parquet",
     log:
@@ -33,4 +49,4 @@ rule collect_metrics:
     conda:
         "../envs/pertcal.yaml"
     script:
-        "../scripts/collect_metrics.py"
+        "../scripts/collect_tables.py"

@@ -9,7 +9,7 @@ COMPARISONS = {"single": ["negative_control"], "combo": ["negative_control"] + [
 
 rule compute_stats:
     input:
-        "results/metrics.parquet",
+        "results/{dataset}/metrics.parquet",
     output:
         "results/stats/{dataset}_{task}.parquet",
     params:
@@ -45,7 +45,7 @@ rule collect_stats:
 
 rule tabulate_metrics:
     input:
-        "results/metrics.parquet",
+        "results/{dataset}/metrics.parquet",
     output:
         csv="results/tables/{dataset}_{task}.csv",
         md="results/tables/{dataset}_{task}.md",

@@ -1,4 +1,4 @@
-"""Rule collect_metrics: all metric files of the run → results/metrics.parquet."""
+"""Rule collect_dataset_metrics: a dataset's metric files → results/{dataset}/metrics.parquet (keys from the paths)."""
 
 from pertcal.evaluate import read_metric_tables
 from pertcal.io import log_to, write_parquet

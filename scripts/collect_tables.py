@@ -1,4 +1,4 @@
-"""Rules collect_drf / collect_summaries: concatenate per-dataset tables (parquet or JSON) into one table."""
+"""Rules collect_metrics / collect_drf / collect_summaries / collect_stats: concatenate per-dataset tables (parquet or JSON) into one table."""
 
 from pertcal.io import atomic_path, concat_tables, log_to
 
