@@ -2,79 +2,49 @@
 # model container runs (`pertcal-model train|predict`, docs/models.md). Predictions land where the baselines' do.
 import json
 
-# Hyperparameters whose name ends like this name input files: they become rule inputs (tracked, bound into
-# containers), and "{dataset}" in them is filled in per dataset.
-MODEL_FILE_SUFFIXES = ("_file", "_path")
-# Used for a resource that neither the model's `resources:` nor config `resources.rules.<rule>` sets.
-MODEL_RESOURCE_FALLBACK = {"gpu": 0, "cpus_per_task": 1, "runtime": 60, "mem_mb": 4000}
+from pertcal.models import jobs as model_jobs
+
 MODEL_PATTERN = "|".join(sorted(MODELS)) or "(?!)"
+MODEL_BASELINE_CLASH = sorted(set(MODELS) & set(config["baselines"]))
+if MODEL_BASELINE_CLASH:
+    raise ValueError(f"config 'models': {MODEL_BASELINE_CLASH[0]!r} is also a baseline name; rename the model")
 
-_clash = sorted(set(MODELS) & set(config["baselines"]))
-if _clash:
-    raise ValueError(f"config 'models': {_clash[0]!r} is also a baseline name; rename the model")
-
-
-def model_params(method, dataset):
-    """The model's hyperparameters for a dataset: seed, then `params`, then `simulated_params` on simulated data."""
-    spec = MODELS[method]
-    simulated = "simulate" in dataset_cfg(dataset)["source"]
-    params = {"seed": config["seed"], **spec.get("params", {})}
-    if simulated:
-        params.update(spec.get("simulated_params", {}))
-    return {
-        k: v.format(dataset=dataset) if k.endswith(MODEL_FILE_SUFFIXES) and isinstance(v, str) else v
-        for k, v in params.items()
-    }
-
-
-def model_files(wildcards):
-    """Files named by the model's hyperparameters (embedding table, GEARS gene2go), so the DAG sees them."""
-    params = model_params(wildcards.method, wildcards.dataset)
-    return [v for k, v in sorted(params.items()) if k.endswith(MODEL_FILE_SUFFIXES) and v is not None]
-
-
-def model_resource(rule_name, key, method):
-    value = MODELS[method].get("resources", {}).get(key, rule_resources(rule_name).get(key))
-    return MODEL_RESOURCE_FALLBACK.get(key, "") if value is None else value
-
-
-def model_resources(rule_name):
-    """Per-model resources (GPU, partition, runtime, memory × attempt on retry, …) as functions of the job."""
-    keys = set(MODEL_RESOURCE_FALLBACK) | set(rule_resources(rule_name))
-    keys |= {k for spec in MODELS.values() for k in spec.get("resources", {})}
-
-    def get(key):
-        if key == "mem_mb":
-            return lambda wc, attempt: model_resource(rule_name, key, wc.method) * attempt
-        return lambda wc: model_resource(rule_name, key, wc.method)
-
-    return {key: get(key) for key in sorted(keys)}
-
-
-def model_env(wildcards):
-    return f"../envs/{MODELS[wildcards.method].get('env', 'models')}.yaml"
+model_params = lambda wc: model_jobs.job_params(
+    MODELS[wc.method],
+    seed=config["seed"],
+    dataset=wc.dataset,
+    simulated="simulate" in dataset_cfg(wc.dataset)["source"],
+)
+model_resources = lambda rule_name: {
+    key: (
+        lambda wc, attempt, key=key: model_jobs.resource(
+            MODELS[wc.method], key, rule_resources(rule_name), attempt
+        )
+    )
+    for key in model_jobs.resource_keys(MODELS, rule_resources(rule_name))
+}
 
 
 rule train_model:
     input:
         data="results/{dataset}/processed.h5ad",
         folds="results/{dataset}/folds_{task}.parquet",
-        files=model_files,
+        files=lambda wc: model_jobs.input_files(model_params(wc)),
     output:
         directory("results/{dataset}/models/{task}/fold{fold}/{method}"),
     wildcard_constraints:
         method=MODEL_PATTERN,
     params:
         model=lambda wc: MODELS[wc.method].get("model", wc.method),
-        hyper=lambda wc: json.dumps(model_params(wc.method, wc.dataset), sort_keys=True),
+        hyper=lambda wc: json.dumps(model_params(wc), sort_keys=True),
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_resource("train_model", "cpus_per_task", wc.method)
+    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", rule_resources("train_model"))
     log:
         "logs/train_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:
         "benchmarks/train_model/{dataset}/{task}/fold{fold}/{method}.tsv"
     conda:
-        model_env
+        lambda wc: f"../envs/{MODELS[wc.method].get('env', 'models')}.yaml"
     container:
         lambda wc: MODELS[wc.method].get("container")
     resources:
@@ -96,13 +66,13 @@ rule predict_model:
         method=MODEL_PATTERN,
     params:
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_resource("predict_model", "cpus_per_task", wc.method)
+    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", rule_resources("predict_model"))
     log:
         "logs/predict_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:
         "benchmarks/predict_model/{dataset}/{task}/fold{fold}/{method}.tsv"
     conda:
-        model_env
+        lambda wc: f"../envs/{MODELS[wc.method].get('env', 'models')}.yaml"
     container:
         lambda wc: MODELS[wc.method].get("container")
     resources:

@@ -36,7 +36,7 @@ GEARS_CONTROL = "ctrl"
 SCRATCH_NAME = "pertcal"
 
 PARAMS = {
-    "gene2go_path": Param(None, (str,), rule="must name a pickled dict gene → GO terms"),
+    "gene2go_path": Param(None, (str,)),  # required: validate() says so before the type check
     "hidden_size": positive_int(64),
     "num_go_gnn_layers": positive_int(1),
     "num_gene_gnn_layers": positive_int(1),
@@ -250,7 +250,7 @@ class GearsModel:
                 scheduler.step()
                 val_mse, val_de = (_epoch_metrics(loaders["val_loader"], model, config["uncertainty"], device)
                                    if val else (np.nan, np.nan))
-                rows.append([epoch, total / max(n, 1), val_de, False, val_mse])
+                rows.append([epoch, total / n if n else np.nan, val_de, False, val_mse])
                 if val_de < best or (not val and epoch == params["epochs"]):
                     best, best_state = val_de, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 log.info("epoch %d train_loss %.5f val_mse_de %.5f val_mse %.5f", epoch, rows[-1][1], val_de, val_mse)

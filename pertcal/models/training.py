@@ -33,7 +33,9 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
         np.random.seed(seed)
-        torch.use_deterministic_algorithms(True)
+        # warn_only: a GPU op without a deterministic kernel (scatter sums in GEARS's graph layers) warns
+        # instead of stopping the job; every CPU kernel used here is deterministic
+        torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             yield
         finally:
@@ -159,6 +161,8 @@ class EmbeddingModel:
         in_train = np.isin(fold.perturbation, fold.train + ([CONTROL] if self.train_on_control else []))
         train_cells = np.flatnonzero(usable & in_train)
         val_cells = np.flatnonzero(usable & np.isin(fold.perturbation, fold.val))
+        if not train_cells.size:
+            raise PertcalInputError(f"{where}: no training perturbation has an embedding for all its target genes")
         control_cells = fold.control_cells
         rng = np.random.default_rng(params["seed"])
         members_t = torch.from_numpy(members).to(device)

@@ -87,13 +87,14 @@ def _train_means(adata, folds, task, fold=0):
 
 
 @pytest.mark.parametrize(
-    "model,task",
-    [("fmlp", "single"), ("fmlp", "combo"), ("linear_additive", "single"), ("latent_additive", "combo"),
-     ("decoder_only", "single")],
+    "model,task,embedding",
+    [("fmlp", "single", "pca"), ("fmlp", "combo", "pca"), ("linear_additive", "single", "pca"),
+     ("linear_additive", "combo", "random"), ("latent_additive", "combo", "pca"), ("decoder_only", "single", "pca")],
 )
-def test_train_and_predict_follow_the_contract(screen, tmp_path, model, task):
+def test_train_and_predict_follow_the_contract(screen, tmp_path, model, task, embedding):
     path, adata, folds = screen
     params = {k: v for k, v in TINY_NET.items() if model != "linear_additive" or k not in ("hidden_dim", "latent_dim")}
+    params["embedding"] = embedding
     ckpt, out = tmp_path / "ckpt", tmp_path / "pred.h5ad"
     assert _train(path, task, model, params, ckpt) == 0
     assert sorted(p.name for p in ckpt.iterdir()) == ["model.pt", "params.json", "training_curve.tsv"]
@@ -102,7 +103,7 @@ def test_train_and_predict_follow_the_contract(screen, tmp_path, model, task):
     assert curve["epoch"].tolist() == [1, 2, 3] and curve["selected"].sum() == 1
     assert np.isfinite(curve["train_loss"]).all() and np.isfinite(curve["val_loss"]).all()
     meta = json.loads((ckpt / "params.json").read_text())
-    assert meta["params"]["epochs"] == 3 and meta["params"]["seed"] == 42 and meta["params"]["embedding"] == "pca"
+    assert meta["params"]["epochs"] == 3 and meta["params"]["seed"] == 42 and meta["params"]["embedding"] == embedding
     assert (meta["model"], meta["dataset"], meta["task"], meta["fold"]) == (model, "toy", task, 0)
 
     assert _run("predict", path, task, "--checkpoint", str(ckpt), out=out) == 0

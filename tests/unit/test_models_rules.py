@@ -11,20 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pertcal.models import jobs
+
 REPO = Path(__file__).resolve().parents[2]
-# The stages a model job depends on, then the models; baselines too, to show the two prediction rules never clash.
-SNAKEFILE = "\n".join(
-    f'include: "rules/{name}.smk"'
-    for name in ("common", "download", "preprocess", "split", "reduce", "degs", "baselines", "models")
-)
 
 
 @pytest.fixture
 def workdir(tmp_path):
-    for name in ("config.yaml", "rules", "scripts", "schemas", "envs"):
+    """The repository's workflow, copied (results and resources stay behind)."""
+    for name in ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "envs", "profiles", "report", "containers"):
         src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
-    (tmp_path / "Snakefile").write_text(SNAKEFILE + "\n")
+        if src.exists():
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
     return tmp_path
 
 
@@ -69,3 +67,23 @@ def test_model_jobs_call_the_cli_with_resolved_params_inputs_and_resources(workd
 def test_a_model_named_like_a_baseline_is_refused(workdir):
     result = _dry_run(workdir, "results/sim_gwps/folds_single.parquet", config={"models": {"mean": {"model": "fmlp"}}})
     assert result.returncode != 0 and "'mean' is also a baseline name" in result.stdout + result.stderr
+
+
+def test_job_params_overlay_seed_params_and_simulated_params():
+    spec = {"params": {"epochs": 100, "gene2go_path": "go/{dataset}.pkl", "note": "{dataset}"},
+            "simulated_params": {"epochs": 20, "seed": 7}}
+    real = jobs.job_params(spec, seed=42, dataset="adamson16", simulated=False)
+    assert real == {"seed": 42, "epochs": 100, "gene2go_path": "go/adamson16.pkl", "note": "{dataset}"}
+    sim = jobs.job_params(spec, seed=42, dataset="sim_a", simulated=True)
+    assert (sim["epochs"], sim["seed"], sim["gene2go_path"]) == (20, 7, "go/sim_a.pkl")
+    assert jobs.input_files({"embedding_file": None, "gene2go_path": "a.pkl", "epochs": 3}) == ["a.pkl"]
+
+
+def test_resources_come_from_the_model_then_the_rule_then_fallbacks_and_memory_grows_per_attempt():
+    specs = {"a": {"resources": {"mem_mb": 8000, "gpu": 1, "slurm_partition": "gpu"}}, "b": {}}
+    rule = {"runtime": 30}
+    assert jobs.resource_keys(specs, rule) == ["cpus_per_task", "gpu", "mem_mb", "runtime", "slurm_partition"]
+    assert [jobs.resource(specs["a"], "mem_mb", rule, attempt) for attempt in (1, 2, 3)] == [8000, 16000, 24000]
+    assert jobs.resource(specs["a"], "runtime", rule) == 30 and jobs.resource(specs["b"], "gpu", rule) == 0
+    assert jobs.resource(specs["b"], "mem_mb", rule, attempt=2) == 8000
+    assert jobs.resource(specs["b"], "slurm_partition", rule) == ""
