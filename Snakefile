@@ -22,3 +22,4 @@ rule all:
     input:
         "results/benchmark.done",
         "results/calibration/summary.json",
+        "results/metrics.parquet",

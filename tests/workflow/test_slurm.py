@@ -134,7 +134,8 @@ DIRECTORY_RULES = {"train_model"}
 def _dataset_of(path: str) -> str | None:
     """The dataset an output belongs to, or None for the run's cross-dataset outputs."""
     m = re.match(r"(?:results|resources(?:/simulated)?)/([a-z0-9_]+)/", path)
-    return m.group(1) if m and m.group(1) not in ("calibration", "stats", "simulated") else None
+    # results/stats, tables and figures hold per-dataset files too, but they sit after the cross-dataset collection
+    return m.group(1) if m and m.group(1) not in ("calibration", "stats", "simulated", "tables", "figures") else None
 
 
 @pytest.mark.workflow
@@ -156,7 +157,16 @@ def test_config_changes_rerun_only_what_depends_on_them(workflow):
         return {f for f, row in workflow.summary(config=config).items() if row["plan"] != "no update"}
 
     cross = {f for f in done if _dataset_of(f) is None}
-    assert {"results/metrics.parquet", "results/summary.csv", "results/calibration/drf.parquet"} <= cross
+    collected = {"results/metrics.parquet", "results/summary.csv", "results/calibration/drf.parquet"}
+    assert collected <= cross
+
+    def not_of(*datasets):
+        """Cross-dataset outputs, less the per-dataset statistics, tables and figures of `datasets`."""
+        return {f for f in cross if not any(ds in f for ds in datasets)}
+
+    def assert_plan(pending_files, must, may):
+        assert must <= pending_files, sorted(must - pending_files)
+        assert pending_files <= must | may, sorted(pending_files - must - may)
 
     # one dataset's processing parameter: that dataset from preprocessing on, then the cross-dataset outputs
     changed = {**base, "datasets": {"sim_wessels": {"processing": {"n_hvg": 700}}}}
@@ -164,7 +174,7 @@ def test_config_changes_rerun_only_what_depends_on_them(workflow):
         f for f, row in done.items() if _dataset_of(f) == "sim_wessels" and row["rule"] != "simulate_dataset"
     }
     assert "results/sim_wessels/processed.h5ad" in wessels_after_raw
-    assert pending(changed) == wessels_after_raw | cross
+    assert_plan(pending(changed), wessels_after_raw | collected, not_of("sim_gwps"))
 
     # one model's hyperparameter: that model's training, predictions and scores, then what combines scores
     config = yaml.safe_load((workflow.path / "config.yaml").read_text())
@@ -173,12 +183,17 @@ def test_config_changes_rerun_only_what_depends_on_them(workflow):
     epochs = {**spec.get("params", {}), **spec.get("simulated_params", {})}["epochs"]
     tuned = pending({**base, "models": {model: {"simulated_params": {"epochs": epochs + 1}}}})
     of_model = {f for f in done if _dataset_of(f) and Path(f).stem == model}
-    assert of_model and of_model <= tuned <= of_model | cross and "results/metrics.parquet" in tuned
+    per_dataset_tables = {f"results/{ds}/metrics.parquet" for ds in base["run"]}
+    assert of_model
+    assert_plan(tuned, of_model | {"results/metrics.parquet"}, per_dataset_tables | cross)
 
-    # a dataset added to the run: all of it, then the cross-dataset outputs
+    # a dataset added to the run: all of it, then the cross-dataset outputs; nothing of the datasets already done
     plan = workflow.summary(config={"run": [*base["run"], "sim_essential"]})
     essential = {f for f in plan if _dataset_of(f) == "sim_essential"}
-    assert essential and {f for f, row in plan.items() if row["plan"] != "no update"} == essential | cross
+    assert essential
+    added = {f for f, row in plan.items() if row["plan"] != "no update"}
+    of_essential = {f for f in plan if "sim_essential" in f}  # incl. its statistics, tables and figures
+    assert_plan(added, essential | collected, not_of("sim_gwps", "sim_wessels") | of_essential)
 
 
 def planned_per_dataset(dry_run: str, rule: str) -> dict[str, int]:
