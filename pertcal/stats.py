@@ -85,6 +85,12 @@ def select_metrics(metrics: pd.DataFrame, dataset: str, task: str, specs: Mappin
     return out.reset_index(drop=True)
 
 
+def read_task_metrics(source: str, dataset: str, task: str, specs: Mapping) -> pd.DataFrame:
+    """Read a metrics parquet (results/{dataset}/metrics.parquet) and return the validated rows of one (dataset, task)."""
+    table = pd.read_parquet(source, filters=[("dataset", "==", dataset), ("task", "==", task)])
+    return select_metrics(table, dataset, task, specs, source=source)
+
+
 # --- paired tests -------------------------------------------------------------------------------
 
 

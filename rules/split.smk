@@ -25,7 +25,7 @@ rule assign_folds:
         "results/{dataset}/folds_{task}.parquet",
     params:
         seed=config["seed"],
-        n_folds=lambda wc: folds_of(wc.dataset, wc.task).__len__(),
+        n_folds=lambda wc: len(folds_of(wc.dataset, wc.task)),
         val_fraction=lambda wc: dataset_cfg(wc.dataset)["processing"]["val_fraction"],
     log:
         "logs/assign_folds/{dataset}_{task}.log",

@@ -1,19 +1,13 @@
 """Rule tabulate_metrics: mean ± SEM per method and metric for one (dataset, task), as CSV, Markdown, LaTeX and HTML."""
 
-import pandas as pd
-
 from pertcal import tables
 from pertcal.io import atomic_path, log_to
 from pertcal.metrics import METRICS
-from pertcal.stats import select_metrics, summarize_methods
+from pertcal.stats import read_task_metrics, summarize_methods
 
 log_to(snakemake.log[0])
 w, out = snakemake.wildcards, snakemake.output
-source = snakemake.input[0]
-metrics = select_metrics(
-    pd.read_parquet(source, filters=[("dataset", "==", w.dataset), ("task", "==", w.task)]),
-    w.dataset, w.task, METRICS, source=source,
-)
+metrics = read_task_metrics(snakemake.input[0], w.dataset, w.task, METRICS)
 summary = summarize_methods(metrics, METRICS)
 title = f"{w.dataset}, {w.task} task: metrics per method"
 with atomic_path(out.csv) as tmp:
