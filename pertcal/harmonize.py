@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ import anndata as ad
 from pertcal.io import PertcalInputError
 
 CONTROL = "control"
+log = logging.getLogger(__name__)
 
 
 def cut_at_first(labels: pd.Series, obs: pd.DataFrame, *, sep: str) -> tuple[pd.Series, np.ndarray]:
@@ -58,8 +61,22 @@ HARMONIZERS = {
 }
 
 
+@dataclass(frozen=True)
+class Harmonized:
+    """The cells a dataset keeps and their canonical labels, decided on obs and var alone (X stays on disk)."""
+
+    keep: np.ndarray  # (n_raw_cells,) bool: raw rows kept by the harmonizers
+    perturbation: pd.Series  # (n_kept,) canonical labels, index = unique cell names, in raw row order
+    genes: pd.Index  # (n_raw_genes,) gene symbols in raw var order
+
+
+# Labels that are a missing value written out as text; as perturbations they would be benchmarked as genes.
+MISSING_LABELS = {"", "nan", "NaN", "None", "NA", "<NA>", "null"}
+
+
 def harmonize(
-    adata: ad.AnnData,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
     *,
     dataset: str,
     source: str,
@@ -68,53 +85,63 @@ def harmonize(
     combo_delimiter: str,
     gene_symbol_column: str | None,
     harmonizers: list[dict],
-) -> ad.AnnData:
-    """Cells × genes AnnData with canonical obs `perturbation` (control = 'control', combos 'A+B') and symbol var names."""
-    if perturbation_column not in adata.obs:
+) -> Harmonized:
+    """Kept cells with canonical labels (control = 'control', combos 'A+B') and symbol gene names, from obs/var."""
+    where = f"dataset {dataset!r}, file {source}"
+    if perturbation_column not in obs:
         raise PertcalInputError(
-            f"dataset {dataset!r}, file {source}: perturbation column obs[{perturbation_column!r}] is missing "
-            f"(obs has: {', '.join(map(str, adata.obs.columns[:20]))})"
+            f"{where}: perturbation column obs[{perturbation_column!r}] is missing "
+            f"(obs has: {', '.join(map(str, obs.columns[:20]))}); set perturbation_column"
         )
-    labels = adata.obs[perturbation_column]
+    labels = obs[perturbation_column]
     if labels.isna().any():
-        raise PertcalInputError(
-            f"dataset {dataset!r}, file {source}: obs[{perturbation_column!r}] has {int(labels.isna().sum())} missing labels"
-        )
+        raise PertcalInputError(f"{where}: obs[{perturbation_column!r}] has {int(labels.isna().sum())} missing labels")
     labels = labels.astype(str)
-    keep = np.ones(adata.n_obs, dtype=bool)
+    keep = np.ones(len(obs), dtype=bool)
     for step in harmonizers:
         args = {k: v for k, v in step.items() if k != "name"}
         try:
-            labels, mask = HARMONIZERS[step["name"]](labels, adata.obs, **args)
+            labels, mask = HARMONIZERS[step["name"]](labels, obs, **args)
         except KeyError as err:
-            raise PertcalInputError(
-                f"dataset {dataset!r}, file {source}: harmonizer {step['name']!r} needs obs column {err.args[0]!r}"
-            ) from None
+            raise PertcalInputError(f"{where}: harmonizer {step['name']!r} needs obs column {err.args[0]!r}") from None
+        except (TypeError, re.error) as err:
+            raise PertcalInputError(f"{where}: harmonizer {step['name']!r} arguments {args}: {err}") from None
         if mask is not None:
             keep &= mask
     labels = labels.where(~labels.isin(control_labels), CONTROL)
     if combo_delimiter != "+":
         labels = labels.where(labels == CONTROL, labels.str.replace(combo_delimiter, "+", regex=False))
-    out = adata[keep].copy()
-    out.obs = pd.DataFrame({"perturbation": labels[keep].to_numpy()}, index=out.obs_names.astype(str))
-    if not (out.obs["perturbation"] == CONTROL).any():
+    labels = labels[keep]
+    missing = labels.str.strip().isin(MISSING_LABELS)
+    if missing.any():
         raise PertcalInputError(
-            f"dataset {dataset!r}, file {source}: no control cells in obs[{perturbation_column!r}] "
-            f"after harmonizing (control labels {control_labels})"
+            f"{where}: obs[{perturbation_column!r}] has {int(missing.sum())} cells labelled as a missing value "
+            f"({', '.join(sorted(set(labels[missing])))!r}); drop them (keep_cells_where) or label them"
         )
-    if gene_symbol_column is not None:
-        if gene_symbol_column not in out.var:
-            raise PertcalInputError(
-                f"dataset {dataset!r}, file {source}: gene symbol column var[{gene_symbol_column!r}] is missing"
-            )
-        symbols = out.var[gene_symbol_column]
-        if symbols.isna().any():
-            raise PertcalInputError(
-                f"dataset {dataset!r}, file {source}: var[{gene_symbol_column!r}] has {int(symbols.isna().sum())} missing symbols"
-            )
-        out.var_names = symbols.astype(str).to_numpy()
-    out.var = pd.DataFrame(index=out.var_names.astype(str))
-    return out
+    if not (labels == CONTROL).any():
+        raise PertcalInputError(
+            f"{where}: no control cells in obs[{perturbation_column!r}] after harmonizing "
+            f"(control labels {control_labels}); set control_labels"
+        )
+    names = pd.Index(obs.index.astype(str))[keep]
+    if names.has_duplicates:
+        n_dup = int(names.duplicated().sum())
+        log.warning("%s: %d duplicate cell names in obs made unique by a '-<n>' suffix", where, n_dup)
+        names = pd.Index(ad.utils.make_index_unique(names))
+    return Harmonized(keep=keep, perturbation=pd.Series(labels.to_numpy(), index=names), genes=_symbols(var, where, gene_symbol_column))
+
+
+def _symbols(var: pd.DataFrame, where: str, gene_symbol_column: str | None) -> pd.Index:
+    if gene_symbol_column is None:
+        return pd.Index(var.index.astype(str))
+    if gene_symbol_column not in var:
+        raise PertcalInputError(f"{where}: gene symbol column var[{gene_symbol_column!r}] is missing")
+    symbols = var[gene_symbol_column]
+    if symbols.isna().any():
+        raise PertcalInputError(
+            f"{where}: var[{gene_symbol_column!r}] has {int(symbols.isna().sum())} missing symbols"
+        )
+    return pd.Index(symbols.astype(str).to_numpy())
 
 
 def targets_of(perturbation: str) -> list[str]:

@@ -69,6 +69,11 @@ def log_to(path) -> None:
     logging.basicConfig(
         filename=str(path), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
+    # warnings about the user's data also belong on the terminal, where Snakemake shows a job's stderr
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.WARNING)
+    terminal.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(terminal)
     default_hook = sys.excepthook
 
     def hook(kind, value, tb):

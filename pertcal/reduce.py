@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pertcal.cells import CellReader, read_part
 from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError
 
@@ -22,43 +23,44 @@ def group_codes(obs_names: pd.Index, halves: pd.DataFrame) -> tuple[np.ndarray, 
     return codes, table
 
 
-def reduce_cells(adata: ad.AnnData, halves: pd.DataFrame, *, chunk_size: int) -> ad.AnnData:
+def reduce_cells(reader: CellReader, obs_names: pd.Index, genes: pd.Index, halves: pd.DataFrame, *, uns: dict) -> ad.AnnData:
     """Stats AnnData: obs (perturbation, half) rows with n_cells; layers sum, sumsq (float64, groups × genes); X = mean.
 
-    `adata` may be backed (read with backed='r'): cells are read `chunk_size` rows at a time and stay sparse,
-    so memory is bounded by one chunk plus the groups × genes tables.
+    Cells are read from disk one chunk of nonzeros at a time and stay sparse, so memory is bounded by one chunk
+    plus the groups × genes tables.
     """
-    codes, groups = group_codes(adata.obs_names, halves)
-    n_groups, n_genes = len(groups), adata.n_vars
+    codes, groups = group_codes(obs_names, halves)
+    n_groups, n_genes = len(groups), reader.shape[1]
     total = np.zeros((n_groups, n_genes))
     total_sq = np.zeros((n_groups, n_genes))
-    for start in range(0, adata.n_obs, chunk_size):
-        stop = min(start + chunk_size, adata.n_obs)
-        x = sp.csr_matrix(adata.X[start:stop], dtype=np.float64)
+    for rows, x in reader.chunks(label="reduce cells"):
+        x = sp.csr_matrix(x, dtype=np.float64)
         # groups × cells indicator: one sparse product sums every group's cells at once
-        ind = sp.csr_matrix(
-            (np.ones(stop - start), (codes[start:stop], np.arange(stop - start))), shape=(n_groups, stop - start)
-        )
+        ind = sp.csr_matrix((np.ones(rows.size), (codes[rows], np.arange(rows.size))), shape=(n_groups, rows.size))
         total += (ind @ x).toarray()
-        total_sq += (ind @ x.multiply(x)).toarray()
+        x.data **= 2
+        total_sq += (ind @ x).toarray()
     n = np.bincount(codes, minlength=n_groups)
     obs = groups.assign(n_cells=n.astype(np.int64), is_control=groups["perturbation"].eq(CONTROL).to_numpy())
     obs.index = obs.index.astype(str)
-    stats = ad.AnnData(
-        X=total / n[:, None],
-        obs=obs,
-        var=pd.DataFrame(index=adata.var_names.astype(str)),
-        layers={"sum": total, "sumsq": total_sq},
-    )
-    stats.uns.update({k: adata.uns[k] for k in ("dataset", "modality", "cell_line") if k in adata.uns})
+    var = pd.DataFrame(index=pd.Index(genes, dtype=str))
+    stats = ad.AnnData(X=total / n[:, None], obs=obs, var=var, layers={"sum": total, "sumsq": total_sq})
+    stats.uns.update({k: uns[k] for k in ("dataset", "modality", "cell_line") if k in uns})
     return stats
+
+
+def reduce_file(path, halves: pd.DataFrame, *, dataset: str, chunk_nonzeros: int) -> ad.AnnData:
+    """reduce_cells on a processed h5ad at `path`, its cells streamed from disk."""
+    obs, var, uns = (read_part(path, key, dataset=dataset) for key in ("obs", "var", "uns"))
+    with CellReader(path, dataset=dataset, max_nonzeros=chunk_nonzeros) as reader:
+        return reduce_cells(reader, obs.index, var.index, halves, uns=uns)
 
 
 def pooled_means(stats: ad.AnnData) -> pd.DataFrame:
     """(P, G) mean log1p expression per perturbation over both halves (all its cells), control included."""
     sums = pd.DataFrame(stats.layers["sum"], index=stats.obs["perturbation"].to_numpy(), columns=stats.var_names)
     total = sums.groupby(level=0, sort=True).sum()
-    n = stats.obs.groupby("perturbation", sort=True)["n_cells"].sum()
+    n = stats.obs.groupby("perturbation", sort=True, observed=True)["n_cells"].sum()
     return total.div(n.reindex(total.index), axis=0)
 
 

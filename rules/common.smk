@@ -4,6 +4,8 @@ import re
 
 from snakemake.utils import min_version, validate
 
+from pertcal.memory import job_memory_mb, machine_memory_mb
+
 min_version("9.0")
 
 
@@ -76,10 +78,43 @@ def methods_of(dataset, task):
     return baselines_of(task) + models_of(task)
 
 
-def rule_resources(rule_name):
-    """Resources for a rule: config defaults, then the rule's overrides."""
+# What bounds each stage's memory (pertcal.memory); every other rule holds a few copies of its P × G inputs.
+MEMORY_KIND = {
+    "preprocess_dataset": "chunk",
+    "reduce_cells": "chunk",
+    "split_halves": "obs",
+    "assign_folds": "obs",
+    "summarize_dataset": "obs",
+    "simulate_gene2go": "obs",
+}
+
+
+def memory_mb(rule_name):
+    """mem_mb of a rule as a function of its job (chunk budget, or its inputs' size) and the retry attempt."""
+    kind = MEMORY_KIND.get(rule_name, "tables")
+    return lambda wildcards, input, attempt: job_memory_mb(
+        kind,
+        chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind == "chunk" else 0,
+        input_mb=input.size_mb,
+        attempt=attempt,
+    )
+
+
+def config_resources(rule_name):
+    """A rule's resources set in config: the defaults, then the rule's overrides."""
     res = config.get("resources", {})
     return {**res.get("default", {}), **res.get("rules", {}).get(rule_name, {})}
+
+
+def rule_resources(rule_name):
+    """Resources for a rule: its memory estimate, replaced by any config setting (a fixed mem_mb stops the scaling)."""
+    return {"mem_mb": memory_mb(rule_name), **config_resources(rule_name)}
+
+
+# Run locally, jobs share this machine: make its memory a global resource (unless --resources mem_mb=… sets one),
+# so Snakemake never starts jobs whose declared memory does not fit together. On a cluster each job asks for its own.
+if workflow.local_exec and "mem_mb" not in workflow.global_resources:
+    workflow.global_resources["mem_mb"] = machine_memory_mb()
 
 
 def raw_input(wildcards):

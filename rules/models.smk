@@ -18,10 +18,10 @@ model_params = lambda wc: model_jobs.job_params(
 model_resources = lambda rule_name: {
     key: (
         lambda wc, attempt, key=key: model_jobs.resource(
-            MODELS[wc.method], key, rule_resources(rule_name), attempt
+            MODELS[wc.method], key, config_resources(rule_name), attempt
         )
     )
-    for key in model_jobs.resource_keys(MODELS, rule_resources(rule_name))
+    for key in model_jobs.resource_keys(MODELS, config_resources(rule_name))
 }
 
 
@@ -38,7 +38,7 @@ rule train_model:
         model=lambda wc: MODELS[wc.method].get("model", wc.method),
         hyper=lambda wc: json.dumps(model_params(wc), sort_keys=True),
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", rule_resources("train_model"))
+    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", config_resources("train_model"))
     log:
         "logs/train_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:
@@ -66,7 +66,7 @@ rule predict_model:
         method=MODEL_PATTERN,
     params:
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", rule_resources("predict_model"))
+    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", config_resources("predict_model"))
     log:
         "logs/predict_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:

@@ -14,6 +14,7 @@ rule preprocess_dataset:
         cell_line=lambda wc: dataset_cfg(wc.dataset)["cell_line"],
         processing=lambda wc: dataset_cfg(wc.dataset)["processing"],
         seed=config["seed"],
+        chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],
     log:
         "logs/preprocess_dataset/{dataset}.log",
     benchmark:

@@ -1,23 +1,14 @@
 """Rule preprocess_dataset: raw h5ad → processed.h5ad (harmonized, QC'd, normalized, capped, genes selected) + qc.json."""
 
-import anndata as ad
-
-from pertcal.harmonize import harmonize
-from pertcal.io import log_to, write_h5ad, write_json
-from pertcal.qc import preprocess
+from pertcal.io import atomic_path, log_to, write_json
+from pertcal.qc import preprocess_file
 
 log_to(snakemake.log[0])
-dataset, source = snakemake.wildcards.dataset, snakemake.input[0]
-raw = harmonize(ad.read_h5ad(source), dataset=dataset, source=source, **snakemake.params.harmonize)
-adata, report = preprocess(
-    raw,
-    dataset=dataset,
-    source=source,
-    values=snakemake.params.values,
-    modality=snakemake.params.modality,
-    cell_line=snakemake.params.cell_line,
-    processing=snakemake.params.processing,
-    seed=snakemake.params.seed,
-)
-write_h5ad(adata, snakemake.output.adata)
+p = snakemake.params
+with atomic_path(snakemake.output.adata) as tmp:
+    report = preprocess_file(
+        snakemake.input[0], tmp, dataset=snakemake.wildcards.dataset, harmonize_params=p.harmonize,
+        chunk_nonzeros=p.chunk_nonzeros, values=p.values, modality=p.modality, cell_line=p.cell_line,
+        processing=p.processing, seed=p.seed,
+    )
 write_json(report, snakemake.output.qc)

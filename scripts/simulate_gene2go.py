@@ -2,13 +2,12 @@
 
 import pickle
 
-import anndata as ad
-
+from pertcal.cells import read_part
 from pertcal.io import atomic_path, log_to
 from pertcal.models.gears_model import random_gene2go
 
 log_to(snakemake.log[0])
-genes = ad.read_h5ad(snakemake.input[0], backed="r").var_names
+genes = read_part(snakemake.input[0], "var", dataset=snakemake.wildcards.dataset).index
 gene2go = random_gene2go(genes, n_terms=snakemake.params.n_terms, terms_per_gene=snakemake.params.terms_per_gene,
                          seed=snakemake.params.seed)
 with atomic_path(snakemake.output[0]) as tmp:

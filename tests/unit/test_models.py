@@ -23,16 +23,18 @@ from pertcal.evaluate import score_fold
 from pertcal.io import write_h5ad, write_parquet
 from pertcal.models import cli, embeddings
 from pertcal.models.gears_model import gears_condition, random_gene2go
-from pertcal.qc import preprocess
-from pertcal.reduce import reduce_cells
+from pertcal.qc import preprocess_file
+from pertcal.reduce import reduce_file
 from pertcal.simulate import simulate_perturbseq
 from pertcal.split import assign_folds_combo, assign_folds_single, split_halves
 
 PROCESSING = dict(
     min_genes_per_cell=5, min_cells_per_gene=3, min_cells_per_perturbation=12, max_control_cells=8192, n_hvg=10_000,
     target_sum=1e4, min_cells_degs=4, deg_alpha=0.05, n_folds_single=5, n_folds_combo=2, val_fraction=0.1375,
-    chunk_size=20_000, duplicate_genes="error",
+    chunk_nonzeros=10**7, duplicate_genes="error",
 )
+HARMONIZE = dict(perturbation_column="perturbation", control_labels=["control"], combo_delimiter="+",
+                 gene_symbol_column=None, harmonizers=[])
 TINY_NET = {"epochs": 3, "batch_size": 64, "hidden_dim": 16, "latent_dim": 8, "val_every": 1}
 
 
@@ -40,9 +42,11 @@ def _screen(path, *, seed, **simulate):
     """Simulate, preprocess and split a screen into `path`; returns (processed AnnData, {task: folds})."""
     path.mkdir(parents=True, exist_ok=True)
     raw, _ = simulate_perturbseq(modality="CRISPRi", seed=seed, low_cell_fraction=0.0, **simulate)
-    adata, _ = preprocess(raw, dataset="toy", source="sim", values="counts", modality="CRISPRi", cell_line="sim",
-                          processing=PROCESSING, seed=seed)
-    write_h5ad(adata, path / "processed.h5ad")
+    write_h5ad(raw, path / "raw.h5ad")
+    preprocess_file(path / "raw.h5ad", path / "processed.h5ad", dataset="toy", harmonize_params=HARMONIZE,
+                    chunk_nonzeros=PROCESSING["chunk_nonzeros"], values="counts", modality="CRISPRi", cell_line="sim",
+                    processing=PROCESSING, seed=seed)
+    adata = ad.read_h5ad(path / "processed.h5ad")
     perts = sorted(adata.obs["perturbation"].unique())
     folds = {"single": assign_folds_single([p for p in perts if "+" not in p], n_folds=5, val_fraction=0.2, seed=seed)}
     if any("+" in p for p in perts):
@@ -278,7 +282,7 @@ def test_a_trained_model_beats_the_mean_baseline_on_wmse_and_nir(tmp_path):
     adata, folds = _screen(tmp_path, seed=3, n_genes=200, n_perturbations=50, cells_per_perturbation=30,
                            n_control_cells=150, mean_degs=60, effect_size=1.5, n_programs=3, private_fraction=0.0)
     halves = split_halves(adata.obs["perturbation"], seed=0)
-    stats = reduce_cells(adata, halves, chunk_size=10_000)
+    stats = reduce_file(tmp_path / "processed.h5ad", halves, dataset="toy", chunk_nonzeros=10**7)
     degs_gt = degs.test_degs(stats, "gt")
     scores = []
     for fold in (0, 1):

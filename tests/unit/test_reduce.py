@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertcal.reduce import half_means, pooled_means, reduce_cells
+from pertcal.reduce import half_means, pooled_means, reduce_file
 from pertcal.split import split_halves
 
 
-def test_reduce_matches_direct_computation_chunked_and_backed(tmp_path):
+def test_reduce_matches_direct_computation_chunked_from_disk(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(["control", "A", "B", "A+B", "C"], [50, 17, 12, 23, 31])
     rng.shuffle(labels)
@@ -19,7 +19,7 @@ def test_reduce_matches_direct_computation_chunked_and_backed(tmp_path):
                    var=pd.DataFrame(index=[f"g{j}" for j in range(40)]))
     a.write_h5ad(tmp_path / "p.h5ad")
     halves = split_halves(a.obs["perturbation"], seed=3)
-    stats = reduce_cells(ad.read_h5ad(tmp_path / "p.h5ad", backed="r"), halves, chunk_size=16)
+    stats = reduce_file(tmp_path / "p.h5ad", halves, dataset="d", chunk_nonzeros=97)  # many chunks
 
     dense = x.toarray().astype(np.float64)
     h = halves.set_index("cell").loc[a.obs_names]

@@ -1,0 +1,84 @@
+"""Datasets that cannot be benchmarked, and files that are not what they claim, refused by the first stage:
+the dataset, the file and the field named, the fix suggested, and no prediction, metric or DRF file written."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_bad_input import user_dataset, write_raw
+
+pytestmark = pytest.mark.workflow
+
+COUNTS = np.random.default_rng(2).poisson(3, size=(80, 30)).astype(np.float32)
+
+
+def scaled(x):
+    return x / 50
+
+
+def log2_normalized(x):
+    return np.log2(1 + x / x.sum(axis=1, keepdims=True) * 1e4)
+
+
+def corrupt_indices(path):
+    """4 KB of random bytes written over X/indices inside the file, as a damaged copy would have them."""
+    with h5py.File(path, "r") as f:
+        dset = f["X/indices"].id
+        offset = dset.get_offset() if dset.get_offset() is not None else dset.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.random.default_rng(0).bytes(4096))
+
+
+@pytest.mark.parametrize(
+    "item, raw, damage, message",
+    [
+        ("3 only controls", dict(labels=["control"] * 80), None, r"0 perturbation\(s\).*at least 2"),
+        ("4 one perturbation", dict(labels=["control"] * 40 + ["G0001"] * 40), None, r"1 perturbation\(s\)"),
+        ("5 'nan' labels", dict(labels=["control"] * 40 + ["G0001"] * 20 + ["nan"] * 20), None,
+         "labelled as a missing value.*keep_cells_where"),
+        ("5 empty labels", dict(labels=["control"] * 40 + ["G0001"] * 20 + [""] * 20), None, "missing value"),
+        ("6 no target among genes", dict(genes=[f"ENSG{j:011d}" for j in range(30)]), None,
+         "none of the 2 perturbed targets.*gene_symbol_column"),
+        ("7 scaled counts", dict(values=scaled(COUNTS)), None, "neither raw counts.*values: log1p"),
+        ("7 log2 of normalized", dict(values=log2_normalized(COUNTS)), None, "neither raw counts"),
+        ("10 corrupt X", {}, corrupt_indices, "corrupt"),
+        ("10 empty file", {}, lambda p: p.write_bytes(b""), r"empty \(0 bytes\): not an HDF5/AnnData file"),
+        ("10 CSV named .h5ad", {}, lambda p: p.write_text("cell,G0001\nc0,1\n"), "not an HDF5/AnnData file"),
+    ],
+)
+def test_unbenchmarkable_data_refused_at_preprocessing(workflow, tmp_path, item, raw, damage, message):
+    path = tmp_path / "mine.h5ad"
+    write_raw(path, **raw)
+    if damage:
+        damage(path)
+    result = workflow.run("results/mine/drf.parquet", "-c1", config=user_dataset(path), check=False)
+    assert result.returncode != 0, item
+    log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
+    assert "dataset 'mine'" in log and str(path) in log, log[-2000:]
+    assert pd.Series([log]).str.contains(message, regex=True).item(), log[-2000:]
+    written = [p.relative_to(workflow.path).as_posix() for p in (workflow.path / "results").rglob("*") if p.is_file()]
+    assert written == [], written
+
+
+def test_duplicate_cell_names_made_unique_and_some_missing_targets_reported(workflow, tmp_path):
+    path = tmp_path / "mine.h5ad"
+    labels = ["control"] * 40 + ["G0001"] * 20 + ["G0002"] * 20 + ["NOTAGENE"] * 20
+    write_raw(path, labels=labels, values=np.random.default_rng(3).poisson(3, size=(100, 30)).astype(np.float32))
+    with h5py.File(path, "r+") as f:
+        index = f["obs"].attrs["_index"]
+        names = f["obs"][index][:]
+        names[1] = names[0]
+        f["obs"][index][:] = names
+    result = workflow.run("results/mine/processed.h5ad", "-c1", config=user_dataset(path))
+    log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
+    assert "1 duplicate cell names in obs made unique" in log
+    assert "1 of 3 perturbed targets are not among the genes" in result.stderr  # on the terminal, not only the log
+    qc = pd.read_json(workflow.path / "results" / "mine" / "qc.json", typ="series")
+    assert qc["missing_targets"] == ["NOTAGENE"]
+    import anndata as ad
+
+    assert ad.read_h5ad(workflow.path / "results" / "mine" / "processed.h5ad").obs_names.is_unique
