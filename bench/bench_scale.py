@@ -108,7 +108,7 @@ class Sampler:
         return out
 
 
-def run_size(work: Path, raw: Path, *, n_folds: int, cores: int) -> dict[str, dict]:
+def run_size(work: Path, raw: Path, *, n_folds: int, cores: int, until: list[str]) -> dict[str, dict]:
     """Copy the workflow to `work`, point a dataset at `raw`, run it to the DRF with one job at a time."""
     if work.exists():
         shutil.rmtree(work)
@@ -120,12 +120,13 @@ def run_size(work: Path, raw: Path, *, n_folds: int, cores: int) -> dict[str, di
         "run": ["scale"],
         "baselines": ["control", "mean", "technical_duplicate", "interpolated_duplicate"],
         "models": {},
-        "processing": {"n_folds_single": n_folds},
+        # keep every perturbation at every size (the smallest has ~10 cells each), so only cells per perturbation change
+        "processing": {"n_folds_single": n_folds, "min_cells_per_perturbation": 2, "min_cells_degs": 2},
         "datasets": {"scale": {"source": {"path": str(raw)}, "modality": "CRISPRi", "cell_line": "K562 (bench)"}},
     }
     (work / "bench.yaml").write_text(yaml.safe_dump(overlay))
     cmd = [sys.executable, "-m", "snakemake", "-j1", f"--cores={cores}", "--configfile=bench.yaml",
-           "results/scale/drf.parquet"]
+           "results/scale/drf.parquet", *(["--until", *until] if until else [])]
     with open(work / "snakemake.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
         sampler = Sampler(psutil.Process(proc.pid))
@@ -145,6 +146,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=2, help="single-task folds (each fold is 8 prediction/score jobs)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/pertcal-bench-scale"))
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--until", nargs="*", default=[], help="stop after these rules (Snakemake --until)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -154,7 +156,7 @@ def main() -> None:
         nnz = write_screen(raw, n_cells=n_cells, n_perts=args.perts, n_genes=args.genes, nnz_per_cell=args.nnz_per_cell)
         print(f"cells {n_cells:,}: wrote {nnz:,} nonzeros ({raw.stat().st_size / 2**30:.1f} GiB) in "
               f"{time.monotonic() - t0:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
-        stages = run_size(args.work / f"run_{n_cells}", raw, n_folds=args.folds, cores=args.cores)
+        stages = run_size(args.work / f"run_{n_cells}", raw, n_folds=args.folds, cores=args.cores, until=args.until)
         for stage, s in stages.items():
             rows.append({"cells": n_cells, "nonzeros": nnz, "stage": stage, **s})
         raw.unlink()

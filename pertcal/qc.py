@@ -228,6 +228,30 @@ def _targets_present(labels: pd.Series, genes: pd.Index, where: str, report: dic
     return is_target
 
 
+def check_benchmarkable(labels: pd.Series, *, tasks: list[str], processing: dict, where: str) -> int:
+    """The number of perturbations kept; refuse a dataset with fewer than two, or fewer than a task's folds need."""
+    perts = pd.Index(labels[labels != CONTROL].unique())
+    combos = perts[perts.str.contains("+", regex=False)]
+    fix = ("check perturbation_column, control_labels, harmonizers and processing.min_cells_per_perturbation "
+           f"(now {processing['min_cells_per_perturbation']})")
+    if len(perts) < 2:
+        raise PertcalInputError(
+            f"{where}: {len(perts)} perturbation(s) with enough cells remain after QC; a benchmark needs at least 2; {fix}"
+        )
+    if "single" in tasks and len(perts) <= processing["n_folds_single"]:
+        raise PertcalInputError(
+            f"{where}: {len(perts)} perturbations remain after QC, too few for task 'single' with "
+            f"processing.n_folds_single = {processing['n_folds_single']} (each fold needs test and train "
+            f"perturbations); lower n_folds_single or {fix}"
+        )
+    if "combo" in tasks and len(combos) < processing["n_folds_combo"]:
+        raise PertcalInputError(
+            f"{where}: {len(combos)} combinations remain after QC, too few for task 'combo' with "
+            f"processing.n_folds_combo = {processing['n_folds_combo']}; use tasks: [single] or {fix}"
+        )
+    return len(perts)
+
+
 def preprocess(
     reader: CellReader,
     raw: Harmonized,
@@ -239,6 +263,7 @@ def preprocess(
     modality: str,
     cell_line: str,
     processing: dict,
+    tasks: list[str],
     seed: int,
 ) -> dict:
     """Stream the harmonized raw cells into out_path (cells × selected genes, log1p in X) and return the QC report."""
@@ -266,13 +291,7 @@ def preprocess(
     report["after_filter_perturbations"] = int(kept.sum())
     kept[kept] = cap_cells(labels[kept], max_control_cells=processing["max_control_cells"], seed=seed)
     cell_labels = raw.perturbation[kept]
-    n_perturbations = int(cell_labels[cell_labels != CONTROL].nunique())
-    if n_perturbations < 2:
-        raise PertcalInputError(
-            f"{where}: {n_perturbations} perturbation(s) with ≥ {processing['min_cells_per_perturbation']} cells remain "
-            "after QC; a benchmark needs at least 2 (and as many as a task's folds); check perturbation_column, "
-            "control_labels and processing.min_cells_per_perturbation"
-        )
+    n_perturbations = check_benchmarkable(cell_labels, tasks=tasks, processing=processing, where=where)
     cells = np.zeros(len(raw.keep), dtype=bool)
     cells[np.flatnonzero(raw.keep)[kept]] = True
 
@@ -291,6 +310,7 @@ def preprocess(
     for _, x in reader.chunks(cells, label="write processed cells"):
         writer.append(_log_values(x, gene_mask, kind, target_sum)[:, selected])
     writer.close()
+    log.info("dataset %s: wrote %d cells × %d genes", dataset, cells.sum(), selected.sum())
     report.update(
         cells=int(cells.sum()),
         genes=int(selected.sum()),
@@ -302,6 +322,7 @@ def preprocess(
 
 def preprocess_file(source, out_path, *, dataset: str, harmonize_params: dict, chunk_nonzeros: int, **options) -> dict:
     """Raw h5ad at `source` → processed h5ad at out_path (obs/var read alone, X streamed); the QC report."""
+    log.info("dataset %s: preprocessing %s", dataset, source)
     obs, var = (read_part(source, key, dataset=dataset) for key in ("obs", "var"))
     raw = harmonize(obs, var, dataset=dataset, source=str(source), **harmonize_params)
     del obs, var

@@ -13,6 +13,7 @@ rule preprocess_dataset:
         modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
         cell_line=lambda wc: dataset_cfg(wc.dataset)["cell_line"],
         processing=lambda wc: dataset_cfg(wc.dataset)["processing"],
+        tasks=lambda wc: tasks_of(wc.dataset),
         seed=config["seed"],
         chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],
     log:

@@ -9,6 +9,6 @@ with atomic_path(snakemake.output.adata) as tmp:
     report = preprocess_file(
         snakemake.input[0], tmp, dataset=snakemake.wildcards.dataset, harmonize_params=p.harmonize,
         chunk_nonzeros=p.chunk_nonzeros, values=p.values, modality=p.modality, cell_line=p.cell_line,
-        processing=p.processing, seed=p.seed,
+        processing=p.processing, tasks=p.tasks, seed=p.seed,
     )
 write_json(report, snakemake.output.qc)

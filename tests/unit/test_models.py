@@ -45,7 +45,7 @@ def _screen(path, *, seed, **simulate):
     write_h5ad(raw, path / "raw.h5ad")
     preprocess_file(path / "raw.h5ad", path / "processed.h5ad", dataset="toy", harmonize_params=HARMONIZE,
                     chunk_nonzeros=PROCESSING["chunk_nonzeros"], values="counts", modality="CRISPRi", cell_line="sim",
-                    processing=PROCESSING, seed=seed)
+                    processing=PROCESSING, tasks=["single"], seed=seed)
     adata = ad.read_h5ad(path / "processed.h5ad")
     perts = sorted(adata.obs["perturbation"].unique())
     folds = {"single": assign_folds_single([p for p in perts if "+" not in p], n_folds=5, val_fraction=0.2, seed=seed)}

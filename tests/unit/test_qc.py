@@ -15,7 +15,7 @@ from pertcal.qc import cap_cells, duplicate_gene_mask, filter_small_perturbation
 
 PROCESSING = dict(
     min_genes_per_cell=3, min_cells_per_gene=2, min_cells_per_perturbation=12, max_control_cells=30,
-    n_hvg=8, target_sum=1e4, duplicate_genes="error",
+    n_hvg=8, target_sum=1e4, duplicate_genes="error", n_folds_single=2, n_folds_combo=2,
 )
 HARMONIZE = dict(perturbation_column="perturbation", control_labels=["control"], combo_delimiter="+",
                  gene_symbol_column=None, harmonizers=[])
@@ -45,7 +45,8 @@ def run(tmp_path, adata, *, values="auto", processing=None, max_nonzeros=97, nam
     out = tmp_path / f"processed_{name}"
     with CellReader(raw, dataset="d", max_nonzeros=max_nonzeros) as reader:
         report = preprocess(reader, h, out, dataset="d", source=str(raw), values=values, modality="CRISPRi",
-                            cell_line="x", processing={**PROCESSING, **(processing or {})}, seed=0)
+                            cell_line="x", processing={**PROCESSING, **(processing or {})}, tasks=["single"],
+                            seed=0)
     return ad.read_h5ad(out), report
 
 
@@ -167,6 +168,7 @@ def test_obs_columns_and_missing_targets_reported(tmp_path):
     [
         (["control"] * 60, "0 perturbation"),
         (["control"] * 40 + ["g7"] * 20, "1 perturbation"),
+        (["control"] * 40 + ["g7"] * 20 + ["g8"] * 20, "too few for task 'single'"),
     ],
 )
 def test_datasets_that_cannot_be_benchmarked_are_refused(tmp_path, labels, message):

@@ -3,6 +3,9 @@ the dataset, the file and the field named, the fix suggested, and no prediction,
 
 from __future__ import annotations
 
+import json
+
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
@@ -12,7 +15,15 @@ from test_bad_input import user_dataset, write_raw
 
 pytestmark = pytest.mark.workflow
 
-COUNTS = np.random.default_rng(2).poisson(3, size=(80, 30)).astype(np.float32)
+LABELS = ["control"] * 40 + ["G0001"] * 20 + ["G0002"] * 20 + ["G0003"] * 20
+COUNTS = np.random.default_rng(2).poisson(3, size=(len(LABELS), 30)).astype(np.float32)
+
+
+def config_for(path):
+    """A user's dataset at `path` with two single-task folds (three perturbations are enough)."""
+    config = user_dataset(path)
+    config["datasets"]["mine"]["processing"]["n_folds_single"] = 2
+    return config
 
 
 def scaled(x):
@@ -38,13 +49,15 @@ def corrupt_indices(path):
     [
         ("3 only controls", dict(labels=["control"] * 80), None, r"0 perturbation\(s\).*at least 2"),
         ("4 one perturbation", dict(labels=["control"] * 40 + ["G0001"] * 40), None, r"1 perturbation\(s\)"),
-        ("5 'nan' labels", dict(labels=["control"] * 40 + ["G0001"] * 20 + ["nan"] * 20), None,
+        ("3 fewer than the folds", dict(labels=LABELS[:80]), None,
+         "2 perturbations remain after QC, too few for task 'single'.*n_folds_single = 2"),
+        ("5 'nan' labels", dict(labels=LABELS[:80] + ["nan"] * 20), None,
          "labelled as a missing value.*keep_cells_where"),
-        ("5 empty labels", dict(labels=["control"] * 40 + ["G0001"] * 20 + [""] * 20), None, "missing value"),
-        ("6 no target among genes", dict(genes=[f"ENSG{j:011d}" for j in range(30)]), None,
-         "none of the 2 perturbed targets.*gene_symbol_column"),
-        ("7 scaled counts", dict(values=scaled(COUNTS)), None, "neither raw counts.*values: log1p"),
-        ("7 log2 of normalized", dict(values=log2_normalized(COUNTS)), None, "neither raw counts"),
+        ("5 empty labels", dict(labels=LABELS[:80] + [""] * 20), None, "missing value"),
+        ("6 no target among genes", dict(labels=LABELS, genes=[f"ENSG{j:011d}" for j in range(30)]), None,
+         "none of the 3 perturbed targets.*gene_symbol_column"),
+        ("7 scaled counts", dict(labels=LABELS, values=scaled(COUNTS)), None, "neither raw counts.*values: log1p"),
+        ("7 log2 of normalized", dict(labels=LABELS, values=log2_normalized(COUNTS)), None, "neither raw counts"),
         ("10 corrupt X", {}, corrupt_indices, "corrupt"),
         ("10 empty file", {}, lambda p: p.write_bytes(b""), r"empty \(0 bytes\): not an HDF5/AnnData file"),
         ("10 CSV named .h5ad", {}, lambda p: p.write_text("cell,G0001\nc0,1\n"), "not an HDF5/AnnData file"),
@@ -55,7 +68,7 @@ def test_unbenchmarkable_data_refused_at_preprocessing(workflow, tmp_path, item,
     write_raw(path, **raw)
     if damage:
         damage(path)
-    result = workflow.run("results/mine/drf.parquet", "-c1", config=user_dataset(path), check=False)
+    result = workflow.run("results/mine/drf.parquet", "-c1", config=config_for(path), check=False)
     assert result.returncode != 0, item
     log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
     assert "dataset 'mine'" in log and str(path) in log, log[-2000:]
@@ -66,19 +79,16 @@ def test_unbenchmarkable_data_refused_at_preprocessing(workflow, tmp_path, item,
 
 def test_duplicate_cell_names_made_unique_and_some_missing_targets_reported(workflow, tmp_path):
     path = tmp_path / "mine.h5ad"
-    labels = ["control"] * 40 + ["G0001"] * 20 + ["G0002"] * 20 + ["NOTAGENE"] * 20
-    write_raw(path, labels=labels, values=np.random.default_rng(3).poisson(3, size=(100, 30)).astype(np.float32))
+    write_raw(path, labels=LABELS[:80] + ["NOTAGENE"] * 20, values=COUNTS)
     with h5py.File(path, "r+") as f:
         index = f["obs"].attrs["_index"]
         names = f["obs"][index][:]
         names[1] = names[0]
         f["obs"][index][:] = names
-    result = workflow.run("results/mine/processed.h5ad", "-c1", config=user_dataset(path))
+    result = workflow.run("results/mine/processed.h5ad", "-c1", config=config_for(path))
     log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
     assert "1 duplicate cell names in obs made unique" in log
     assert "1 of 3 perturbed targets are not among the genes" in result.stderr  # on the terminal, not only the log
-    qc = pd.read_json(workflow.path / "results" / "mine" / "qc.json", typ="series")
+    qc = json.loads((workflow.path / "results" / "mine" / "qc.json").read_text())
     assert qc["missing_targets"] == ["NOTAGENE"]
-    import anndata as ad
-
     assert ad.read_h5ad(workflow.path / "results" / "mine" / "processed.h5ad").obs_names.is_unique

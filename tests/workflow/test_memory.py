@@ -1,0 +1,51 @@
+"""Declared memory: every job declares mem_mb, and Snakemake never runs together jobs whose memory does not fit."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import pytest
+
+from pertcal.memory import BASE_MB, BYTES_PER_CHUNK_NONZERO, job_memory_mb, machine_memory_mb
+
+pytestmark = pytest.mark.workflow
+PREPROCESS_MB = job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=0)
+
+
+def test_memory_estimates_closed_form():
+    assert PREPROCESS_MB == int(BASE_MB + 25_000_000 * BYTES_PER_CHUNK_NONZERO / 2**20)
+    assert job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=10**6, attempt=2) == 2 * PREPROCESS_MB
+    assert job_memory_mb("tables", chunk_nonzeros=0, input_mb=1000) == int(BASE_MB / 2 + 4 * 1000)
+    assert job_memory_mb("obs", chunk_nonzeros=0, input_mb=10**6) == BASE_MB
+    assert 0 < machine_memory_mb() < 2**30
+
+
+def test_every_job_of_the_demo_declares_memory(workflow):
+    out = workflow.run("-n", "--config", "run=demo").stdout
+    jobs = re.findall(r"^rule (\w+):\n(.*?)(?:\n\n|\Z)", out, flags=re.M | re.S)
+    assert len(jobs) > 100
+    undeclared = sorted({name for name, body in jobs if not re.search(r"\bmem_mb=\d+", body)})
+    assert undeclared == [], undeclared
+
+
+def test_a_job_larger_than_the_memory_budget_is_refused(workflow):
+    result = workflow.run("results/sim_wessels/qc.json", "-c2", "--resources", "mem_mb=1000", check=False)
+    assert result.returncode != 0
+    assert re.search(r"Job needs mem_mb=\d+ but only mem_mb=1000", result.stderr + result.stdout)
+    assert not (workflow.path / "results").exists()
+
+
+def _interval(log_path):
+    stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in log_path.read_text().splitlines()
+              if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    return min(stamps), max(stamps)
+
+
+def test_jobs_that_do_not_fit_together_run_one_after_the_other(workflow):
+    # room for one preprocessing job, not two: with two cores the two datasets' jobs must not overlap
+    budget = int(PREPROCESS_MB * 1.5)
+    workflow.run("results/sim_gwps/qc.json", "results/sim_wessels/qc.json", "-c2", "--resources", f"mem_mb={budget}")
+    a = _interval(workflow.path / "logs" / "preprocess_dataset" / "sim_gwps.log")
+    b = _interval(workflow.path / "logs" / "preprocess_dataset" / "sim_wessels.log")
+    assert a[1] <= b[0] or b[1] <= a[0], (a, b)
