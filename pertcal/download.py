@@ -161,17 +161,21 @@ def _mismatch(part: Path, sha256: str | None, size: int | None) -> str | None:
     if size is not None and actual_size != size:
         return f"size mismatch: {actual_size} bytes, expected {size}"
     if sha256 is not None:
-        with open(part, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = _sha256(part)
         if digest != sha256.lower():
             return f"sha256 mismatch: got {digest}, expected {sha256.lower()}"
     return None
 
 
-def verify_sha256(path: str | os.PathLike, sha256: str, *, dataset: str) -> str:
-    """Return the sha256 hex digest of `path` (read in chunks); raise if it is not the declared `sha256`."""
+def _sha256(path) -> str:
+    """Hex digest of a file, read in chunks (file_digest streams: memory stays small for a many-GB file)."""
     with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, sha256: str, *, dataset: str) -> str:
+    """Return the sha256 hex digest of `path`; raise if it is not the declared `sha256`."""
+    digest = _sha256(path)
     if digest != sha256.lower():
         raise PertcalInputError(
             f"dataset {dataset!r}, file {path}: field source.sha256 does not match the file: expected "
@@ -189,7 +193,8 @@ def h5ad_problem(path: Path) -> str | None:
     """Why `path` is not a readable AnnData file (no HDF5 signature, no obs/var/X), or None if it looks like one."""
     with open(path, "rb") as f:
         head = f.read(len(HDF5_SIGNATURE))
-    # an HTML error page or a redirect notice served with status 200 is the usual impostor
+    # an HTML error or login page served with status 200 is the usual impostor; anndata writes no HDF5 user block,
+    # so a real h5ad has the signature at byte 0
     if head != HDF5_SIGNATURE:
         return f"not an h5ad file: no HDF5 signature (starts with {head!r})"
     try:
