@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import anndata as ad
@@ -10,7 +11,10 @@ import pandas as pd
 
 from pertcal.degs import interpolation_alpha
 from pertcal.harmonize import CONTROL, targets_of
+from pertcal.io import PertcalInputError
 from pertcal.reduce import half_means, pooled_means
+
+log = logging.getLogger(__name__)
 
 KNOCKDOWN = {"CRISPRi", "KO", "Cas13"}
 
@@ -89,13 +93,27 @@ def crispr_informed_mean(d: FoldData, **_) -> pd.DataFrame:
 
 
 def additive(d: FoldData, **_) -> pd.DataFrame:
-    """Combo A+B: y_A + y_B − control from the single perturbations' means (a missing single adds no effect)."""
+    """Combo A+B: y_A + y_B − control from the single perturbations' means.
+
+    A single absent from the data (e.g. dropped by QC) adds no effect; such combos are logged and listed in
+    `attrs["incomplete_combos"]` (as "A+B: missing A"), which `as_prediction` records in the file's uns.
+    """
     effects = d.means.sub(d.control, axis=1)
     pred = _repeat(d.control, d.test)
+    incomplete = []
     for pert in d.test:
+        missing = [single for single in targets_of(pert) if single not in effects.index]
         for single in targets_of(pert):
-            if single in effects.index:
+            if single not in missing:
                 pred.loc[pert] += effects.loc[single]
+        if missing:
+            incomplete.append(f"{pert}: missing {', '.join(missing)}")
+    if incomplete:
+        log.warning(
+            "additive baseline: %d of %d test combos lack a single perturbation, whose effect is taken as zero: %s",
+            len(incomplete), len(d.test), "; ".join(incomplete),
+        )
+        pred.attrs["incomplete_combos"] = incomplete
     return pred
 
 
@@ -143,10 +161,23 @@ BASELINES = {
 
 
 def as_prediction(pred: pd.DataFrame, *, method: str, dataset: str, task: str, fold: int) -> ad.AnnData:
-    """Predictions AnnData (obs = test perturbations, var = genes, X float64) in the shared format."""
+    """Predictions AnnData (obs = test perturbations, var = genes, X float64) in the shared format.
+
+    `pred.attrs` (notes such as the additive baseline's incomplete combos) go to uns. A prediction holding NaN or
+    Inf is refused: every metric of it would be NaN, or a silent mean over fewer genes.
+    """
+    x = pred.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        names = ", ".join(pred.index[bad].astype(str)[:20]) + (", …" if bad.sum() > 20 else "")
+        raise PertcalInputError(
+            f"method {method!r}, dataset {dataset!r}, task {task}, fold {fold}: prediction holds NaN or Inf for "
+            f"{bad.sum()} of {len(pred)} test perturbations ({names}); nothing written. Check the method's inputs "
+            "and parameters (e.g. a model that diverged in training)"
+        )
     obs = pd.DataFrame({"perturbation": pred.index.astype(str)}, index=pred.index.astype(str))
-    out = ad.AnnData(X=pred.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=pred.columns.astype(str)))
-    out.uns.update({"method": method, "dataset": dataset, "task": task, "fold": int(fold)})
+    out = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=pred.columns.astype(str)))
+    out.uns.update({**pred.attrs, "method": method, "dataset": dataset, "task": task, "fold": int(fold)})
     return out
 
 

@@ -1,4 +1,5 @@
-"""Fetch a dataset file from mirror URLs: streamed, resumed, retried, verified, then moved into place atomically."""
+"""Fetch a dataset file from mirror URLs: streamed, resumed, retried, verified, then moved into place atomically.
+Also the checksum and AnnData checks a local source gets."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+import h5py
 
 from pertcal.io import PertcalInputError
 
@@ -47,10 +51,13 @@ def fetch(
     backoff: float = 0.5,
     timeout: float = 60.0,
     dataset: str = "",
+    check: Callable[[Path], str | None] | None = None,
 ) -> Path:
     """Download the first of `urls` giving a file of `size` bytes and `sha256` hex digest to `dest`; return `dest`.
 
     Each URL gets 1 + `retries` attempts, `backoff * 2**k` seconds apart; `timeout` (s) bounds each socket wait.
+    Only network errors (and a resumed file that fails verification) are retried: a fresh copy that fails
+    verification, or that `check` (the file → why it is unusable, or None) refuses, would only fail again.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -59,7 +66,7 @@ def fetch(
     for i, url in enumerate(urls):
         if i:
             part.unlink(missing_ok=True)  # another mirror may serve other bytes, e.g. a newer version of the file
-        reason = _fetch_one(url, part, sha256, size, retries, backoff, timeout, dataset)
+        reason = _fetch_one(url, part, sha256, size, retries, backoff, timeout, dataset, check)
         if reason is None:
             os.replace(part, dest)
             log.info("%s: downloaded %s from %s", dataset, dest, url)
@@ -67,10 +74,14 @@ def fetch(
         failures.append(f"{url} -> {reason}")
     part.unlink(missing_ok=True)
     tried = "; ".join(failures) if failures else "no URL given (field 'urls' is empty)"
-    raise DownloadError(f"dataset {dataset!r}: could not download {dest}; URLs tried: {tried}")
+    raise DownloadError(
+        f"dataset {dataset!r}: could not download {dest}; URLs tried: {tried}. "
+        "Fix the dataset's source (url, sha256, size) in config.yaml, or download the file yourself and give it as "
+        "source: {path: ...}"
+    )
 
 
-def _fetch_one(url, part: Path, sha256, size, retries, backoff, timeout, dataset) -> str | None:
+def _fetch_one(url, part: Path, sha256, size, retries, backoff, timeout, dataset, check) -> str | None:
     """Try one URL up to 1 + `retries` times into `part`; return None once `part` is verified, else the last reason."""
     if urllib.parse.urlsplit(url).scheme.lower() not in SCHEMES:
         return f"unsupported URL scheme (expected one of {', '.join(SCHEMES)})"
@@ -80,6 +91,8 @@ def _fetch_one(url, part: Path, sha256, size, retries, backoff, timeout, dataset
         try:
             resumed = _download(url, part, timeout)
             reason = _mismatch(part, sha256, size)
+            if reason is None and check is not None:
+                reason = check(part)
             if reason is None:
                 return None
             part.unlink()
@@ -148,8 +161,45 @@ def _mismatch(part: Path, sha256: str | None, size: int | None) -> str | None:
     if size is not None and actual_size != size:
         return f"size mismatch: {actual_size} bytes, expected {size}"
     if sha256 is not None:
-        with open(part, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = _sha256(part)
         if digest != sha256.lower():
             return f"sha256 mismatch: got {digest}, expected {sha256.lower()}"
     return None
+
+
+def _sha256(path) -> str:
+    """Hex digest of a file, read in chunks (file_digest streams: memory stays small for a many-GB file)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, sha256: str, *, dataset: str) -> str:
+    """Return the sha256 hex digest of `path`; raise if it is not the declared `sha256`."""
+    digest = _sha256(path)
+    if digest != sha256.lower():
+        raise PertcalInputError(
+            f"dataset {dataset!r}, file {path}: field source.sha256 does not match the file: expected "
+            f"{sha256.lower()}, got {digest}. If the file is the intended one, update source.sha256 in config.yaml; "
+            "otherwise restore the file"
+        )
+    return digest
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ANNDATA_KEYS = ("obs", "var", "X")
+
+
+def h5ad_problem(path: Path) -> str | None:
+    """Why `path` is not a readable AnnData file (no HDF5 signature, no obs/var/X), or None if it looks like one."""
+    with open(path, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    # an HTML error or login page served with status 200 is the usual impostor; anndata writes no HDF5 user block,
+    # so a real h5ad has the signature at byte 0
+    if head != HDF5_SIGNATURE:
+        return f"not an h5ad file: no HDF5 signature (starts with {head!r})"
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [key for key in ANNDATA_KEYS if key not in h5]
+    except OSError as e:
+        return f"not an h5ad file: HDF5 file does not open ({e})"
+    return f"not an h5ad file: HDF5 file without {', '.join(missing)}" if missing else None

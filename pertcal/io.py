@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -18,10 +19,17 @@ class PertcalInputError(ValueError):
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    Temporaries of `path` left by a killed job are removed first: only one job writes an output at a time, so any
+    that exist now are stale (and a killed writer's finally never ran).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    suffix = ".tmp" + "".join(path.suffixes)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     # mkstemp makes owner-only files; results are shared, so give them the umask's usual mode
     umask = os.umask(0)

@@ -238,11 +238,10 @@ def check_benchmarkable(labels: pd.Series, *, tasks: list[str], processing: dict
         raise PertcalInputError(
             f"{where}: {len(perts)} perturbation(s) with enough cells remain after QC; a benchmark needs at least 2; {fix}"
         )
-    if "single" in tasks and len(perts) <= processing["n_folds_single"]:
+    if "single" in tasks and len(perts) < processing["n_folds_single"]:
         raise PertcalInputError(
             f"{where}: {len(perts)} perturbations remain after QC, too few for task 'single' with "
-            f"processing.n_folds_single = {processing['n_folds_single']} (each fold needs test and train "
-            f"perturbations); lower n_folds_single or {fix}"
+            f"processing.n_folds_single = {processing['n_folds_single']}; lower n_folds_single or {fix}"
         )
     if "combo" in tasks and len(combos) < processing["n_folds_combo"]:
         raise PertcalInputError(

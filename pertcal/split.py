@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from pertcal.harmonize import CONTROL
+from pertcal.io import PertcalInputError
 
 
 def split_halves(perturbation: pd.Series, *, seed: int) -> pd.DataFrame:
@@ -34,13 +35,22 @@ def _chunks(n: int, k: int) -> list[slice]:
     return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
 
 
-def assign_folds_single(perturbations: list[str], *, n_folds: int, val_fraction: float, seed: int) -> pd.DataFrame:
+def assign_folds_single(
+    perturbations: list[str], *, n_folds: int, val_fraction: float, seed: int, dataset: str = "", source: str = ""
+) -> pd.DataFrame:
     """Unseen-single task: (perturbation, fold, split); each perturbation is test in exactly one fold.
 
     Sorted perturbations are permuted and cut into n_folds test chunks; of the rest (in permuted order),
     the first int(val_fraction × n_rest) are val and the others train (0.1375 × 80% ≈ 10% val).
     """
     perts = np.random.default_rng(seed).permutation(sorted(set(perturbations) - {CONTROL}))
+    if perts.size < n_folds:
+        # a fold without test perturbations would still cost a prediction and scoring job per method, for nothing
+        raise PertcalInputError(
+            f"dataset {dataset!r}, file {source}: field processing.n_folds_single is {n_folds} but only "
+            f"{perts.size} perturbation(s) besides the control passed QC; set processing.n_folds_single to at most "
+            f"{perts.size} in the dataset's entry (or keep more perturbations)"
+        )
     rows = []
     for fold, test in enumerate(_chunks(perts.size, n_folds)):
         rest = np.r_[perts[: test.start], perts[test.stop :]]
@@ -50,12 +60,18 @@ def assign_folds_single(perturbations: list[str], *, n_folds: int, val_fraction:
     return _fold_table(rows)
 
 
-def assign_folds_combo(perturbations: list[str], *, seed: int) -> pd.DataFrame:
+def assign_folds_combo(perturbations: list[str], *, seed: int, dataset: str = "", source: str = "") -> pd.DataFrame:
     """Unseen-combo task, 2 folds: singles always train; each fold tests half the combos and splits the other half
     evenly into val and train (25% / 25% of all combos)."""
     perts = sorted(set(perturbations) - {CONTROL})
     singles = [p for p in perts if "+" not in p]
     combos = np.random.default_rng(seed).permutation([p for p in perts if "+" in p])
+    if combos.size < 2:
+        raise PertcalInputError(
+            f"dataset {dataset!r}, file {source}: field processing.n_folds_combo is 2 but only {combos.size} "
+            "combination(s) passed QC, so a fold would test nothing; drop 'combo' from the dataset's tasks "
+            "(or keep more combinations)"
+        )
     n_test = combos.size // 2
     test_sets = [combos[:n_test], combos[n_test:]]
     rows = []

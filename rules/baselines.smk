@@ -11,6 +11,7 @@ rule predict_baseline:
     wildcard_constraints:
         method="|".join(config["baselines"]),
     params:
+        source=source_fingerprint,
         modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
         linear=lambda wc: config.get("linear_baseline", {}) if wc.method == "linear" else {},
     log:

@@ -5,6 +5,8 @@ rule compute_drf:
         lambda wc: metric_tables(datasets=[wc.dataset], methods=CONTROL_METHODS),
     output:
         "results/{dataset}/drf.parquet",
+    params:
+        source=source_fingerprint,
     log:
         "logs/compute_drf/{dataset}.log",
     benchmark:

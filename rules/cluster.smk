@@ -5,6 +5,7 @@
 
 localrules:
     download_dataset,
+    verify_source,
     split_halves,
     assign_folds,
     summarize_dataset,

@@ -1,9 +1,15 @@
 # Config loading, schema validation, the run's dataset list, and input functions. No computation.
 import copy
+import difflib
+import inspect
+import os
 import re
 
+import yaml
 from snakemake.utils import min_version, validate
 
+from pertcal.harmonize import HARMONIZERS
+from pertcal.io import PertcalInputError
 from pertcal.memory import job_memory_mb, machine_memory_mb
 
 min_version("9.0")
@@ -12,7 +18,63 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+SCHEMA_PATH = os.path.join(workflow.current_basedir, "..", "schemas", "config.schema.yaml")
+
+
+def _check_keys(given, allowed, where):
+    """Refuse keys the schema does not know, naming the nearest known one (a typo would otherwise be ignored)."""
+    for key in given:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(allowed)}"
+            raise PertcalInputError(f"config {where}: unknown key {key!r}; {hint} (fix it in config.yaml or --config)")
+
+
+def _check_config_keys(cfg, schema):
+    """The top level, `processing` and every dataset entry (with its `processing` and `source`) against the schema."""
+    _check_keys(cfg, schema["properties"], "top level")
+    defs = schema["$defs"]
+    _check_keys(cfg.get("processing") or {}, defs["processing"]["properties"], "'processing'")
+    for name, entry in (cfg.get("datasets") or {}).items():
+        if isinstance(entry, dict):
+            _check_keys(entry, defs["dataset"]["properties"], f"dataset {name!r}")
+            source = defs["dataset"]["properties"]["source"]
+            for field, keys in (("processing", defs["processing"]), ("source", source)):
+                _check_keys(entry.get(field) or {}, keys["properties"], f"dataset {name!r} {field!r}")
+
+
+def _check_harmonizers(datasets):
+    """Bind each harmonizer's arguments to its function and compile its regex now, before any job reads data."""
+    for name, entry in datasets.items():
+        for i, step in enumerate(entry.get("harmonizers", [])):
+            where = f"dataset {name!r}, field harmonizers[{i}] (harmonizer {step['name']!r})"
+            signature = inspect.signature(HARMONIZERS[step["name"]])
+            args = {k: v for k, v in step.items() if k != "name"}
+            params = [p for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
+            required = ", ".join(p.name for p in params if p.default is p.empty) or "none"
+            _check_keys(args, [p.name for p in params], f"{where}, argument")
+            try:
+                # harmonizers are called as fn(labels, obs, **arguments from config)
+                signature.bind(None, None, **args)
+            except TypeError as err:
+                raise PertcalInputError(
+                    f"config {where}: {err}; its arguments are {', '.join(p.name for p in params)} "
+                    f"(required: {required})"
+                ) from None
+            if "pattern" in args:
+                try:
+                    re.compile(args["pattern"])
+                except (re.error, TypeError) as err:
+                    raise PertcalInputError(
+                        f"config {where}: argument 'pattern' {args['pattern']!r} is not a valid regular expression "
+                        f"({err}); fix it in config.yaml"
+                    ) from None
+
+
+with open(SCHEMA_PATH) as fh:
+    _check_config_keys(config, yaml.safe_load(fh))
 validate(config, "../schemas/config.schema.yaml")
+_check_harmonizers(config["datasets"])
 
 DATASET_DEFAULTS = {
     "perturbation_column": "perturbation",
@@ -136,6 +198,29 @@ def fold_outputs(pattern, datasets=None, methods=None):
                 for method in methods or methods_of(ds, task):
                     out.append(pattern.format(dataset=ds, task=task, fold=fold, method=method))
     return out
+
+
+def source_fingerprint(wildcards):
+    """What the dataset's raw data is, cheaply (tracked as a params entry of every per-dataset rule).
+
+    A changed source (a local file's size or mtime, a URL, a checksum, the simulator's parameters) then reruns the
+    whole chain of the dataset, and after a failed preprocessing the next run fails again instead of reporting the
+    outputs of the old data: Snakemake skips a missing intermediate file when the outputs after it look current.
+    """
+    source = dict(dataset_cfg(wildcards.dataset)["source"])
+    if "path" in source:
+        try:
+            st = os.stat(source["path"])
+        except FileNotFoundError:
+            return {**source, "missing": True}  # the job's missing input then stops the run with Snakemake's message
+        source.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return source
+
+
+def verified_source(wildcards):
+    """A local source with a declared sha256 is read only once its checksum is verified."""
+    source = dataset_cfg(wildcards.dataset)["source"]
+    return f"resources/{wildcards.dataset}/source.sha256" if "path" in source and "sha256" in source else []
 
 
 def preprocess_params(wildcards):

@@ -1,4 +1,5 @@
-# Raw data: a verified download, or the simulator for the offline demo panel. Local paths are read in place.
+# Raw data: a verified download, or the simulator for the offline demo panel. Local paths are read in place (after
+# their checksum, when one is declared).
 
 
 rule download_dataset:
@@ -14,9 +15,28 @@ rule download_dataset:
         "benchmarks/download_dataset/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
-    retries: 2
+    # fetch retries network errors itself; a wrong checksum or a non-h5ad body would only be downloaded again
+    retries: 0
     script:
         "../scripts/download_dataset.py"
+
+
+rule verify_source:
+    input:
+        lambda wc: dataset_cfg(wc.dataset)["source"]["path"],
+    output:
+        "resources/{dataset}/source.sha256",
+    params:
+        source=source_fingerprint,
+        sha256=lambda wc: dataset_cfg(wc.dataset)["source"]["sha256"],
+    log:
+        "logs/verify_source/{dataset}.log",
+    benchmark:
+        "benchmarks/verify_source/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    script:
+        "../scripts/verify_source.py"
 
 
 rule simulate_dataset:

@@ -35,6 +35,7 @@ rule train_model:
     wildcard_constraints:
         method=MODEL_PATTERN,
     params:
+        source=source_fingerprint,
         model=lambda wc: MODELS[wc.method].get("model", wc.method),
         hyper=lambda wc: json.dumps(model_params(wc), sort_keys=True),
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
@@ -65,6 +66,7 @@ rule predict_model:
     wildcard_constraints:
         method=MODEL_PATTERN,
     params:
+        source=source_fingerprint,
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
     threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", config_resources("predict_model"))
     log:

@@ -4,10 +4,12 @@
 rule preprocess_dataset:
     input:
         raw_input,
+        verified=verified_source,
     output:
         adata="results/{dataset}/processed.h5ad",
         qc="results/{dataset}/qc.json",
     params:
+        source=source_fingerprint,
         harmonize=preprocess_params,
         values=lambda wc: dataset_cfg(wc.dataset)["values"],
         modality=lambda wc: dataset_cfg(wc.dataset)["modality"],

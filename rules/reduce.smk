@@ -8,6 +8,7 @@ rule reduce_cells:
     output:
         "results/{dataset}/stats.h5ad",
     params:
+        source=source_fingerprint,
         chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],
     log:
         "logs/reduce_cells/{dataset}.log",

@@ -7,6 +7,7 @@ rule split_halves:
     output:
         "results/{dataset}/halves.parquet",
     params:
+        source=source_fingerprint,
         seed=config["seed"],
     log:
         "logs/split_halves/{dataset}.log",
@@ -24,6 +25,7 @@ rule assign_folds:
     output:
         "results/{dataset}/folds_{task}.parquet",
     params:
+        source=source_fingerprint,
         seed=config["seed"],
         n_folds=lambda wc: len(folds_of(wc.dataset, wc.task)),
         val_fraction=lambda wc: dataset_cfg(wc.dataset)["processing"]["val_fraction"],

@@ -8,6 +8,7 @@ rule summarize_dataset:
     output:
         "results/{dataset}/summary.json",
     params:
+        source=source_fingerprint,
         deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
     log:
         "logs/summarize_dataset/{dataset}.log",

@@ -5,11 +5,11 @@ from pertcal.io import log_to, write_parquet
 from pertcal.split import assign_folds_combo, assign_folds_single
 
 log_to(snakemake.log[0])
-obs = read_part(snakemake.input[0], "obs", dataset=snakemake.wildcards.dataset)
-perturbations = obs["perturbation"].unique().tolist()
-p = snakemake.params
+source = snakemake.input[0]
+perturbations = read_part(source, "obs", dataset=snakemake.wildcards.dataset)["perturbation"].unique().tolist()
+p, where = snakemake.params, {"dataset": snakemake.wildcards.dataset, "source": source}
 if snakemake.wildcards.task == "single":
-    folds = assign_folds_single(perturbations, n_folds=p.n_folds, val_fraction=p.val_fraction, seed=p.seed)
+    folds = assign_folds_single(perturbations, n_folds=p.n_folds, val_fraction=p.val_fraction, seed=p.seed, **where)
 else:
-    folds = assign_folds_combo(perturbations, seed=p.seed)
+    folds = assign_folds_combo(perturbations, seed=p.seed, **where)
 write_parquet(folds, snakemake.output[0])

@@ -1,6 +1,6 @@
-"""Rule download_dataset: fetch resources/{dataset}/raw.h5ad from the dataset's mirror URLs, verified."""
+"""Rule download_dataset: fetch resources/{dataset}/raw.h5ad from the dataset's mirror URLs, verified to be an h5ad."""
 
-from pertcal.download import fetch
+from pertcal.download import fetch, h5ad_problem
 from pertcal.io import log_to
 
 log_to(snakemake.log[0])
@@ -10,4 +10,5 @@ fetch(
     sha256=snakemake.params.sha256 or None,
     size=snakemake.params.size or None,
     dataset=snakemake.wildcards.dataset,
+    check=h5ad_problem,
 )

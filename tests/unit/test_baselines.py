@@ -1,10 +1,12 @@
 """Baselines against closed forms and hand-worked cases."""
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 
-from pertcal.baselines import FoldData, linear_fit, predict_baseline
+from pertcal.baselines import FoldData, as_prediction, linear_fit, predict_baseline
+from pertcal.io import PertcalInputError, write_h5ad
 
 GENES = ["A", "B", "C", "D"]
 
@@ -93,3 +95,30 @@ def test_linear_predicts_recovered_structure_and_falls_back_to_mean():
     truth = pd.DataFrame(means, index=genes).T
     assert np.corrcoef(pred.loc[perts[16:]].to_numpy().ravel(), truth.loc[perts[16:]].to_numpy().ravel())[0, 1] > 0.9
     np.testing.assert_allclose(pred.loc["XYZ"], truth.loc[perts[:16]].mean(axis=0))
+
+
+def test_additive_names_combos_missing_a_single(caplog, tmp_path):
+    d = fold(MEANS, train=["A", "B"], test=["A+B", "A+Z"])
+    with caplog.at_level("WARNING", logger="pertcal.baselines"):
+        pred = predict_baseline("additive", d)
+    # Z is absent: A+Z gets A's effect only, and says so in the log and in the written file
+    np.testing.assert_allclose(pred.loc["A+Z"], [0, 2, 1, 1])
+    assert "1 of 2 test combos" in caplog.text and "A+Z: missing Z" in caplog.text and "A+B" not in caplog.text
+    path = tmp_path / "additive.h5ad"
+    write_h5ad(as_prediction(pred, method="additive", dataset="ds", task="combo", fold=0), path)
+    assert list(ad.read_h5ad(path).uns["incomplete_combos"]) == ["A+Z: missing Z"]
+    complete = predict_baseline("additive", fold(MEANS, train=["A", "B"], test=["A+B"]))
+    assert "incomplete_combos" not in as_prediction(complete, method="additive", dataset="ds", task="combo", fold=0).uns
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_prediction_with_nan_or_inf_is_refused_and_not_written(tmp_path, bad):
+    pred = predict_baseline("mean", fold(MEANS, train=["A", "B"], test=["C", "A+B"]))
+    pred.loc["A+B", "D"] = bad
+    path = tmp_path / "mean.h5ad"
+    with pytest.raises(PertcalInputError) as err:
+        write_h5ad(as_prediction(pred, method="mean", dataset="ds", task="single", fold=3), path)
+    message = str(err.value)
+    assert "method 'mean', dataset 'ds', task single, fold 3" in message
+    assert "1 of 2 test perturbations (A+B)" in message and "nothing written" in message
+    assert list(tmp_path.iterdir()) == []

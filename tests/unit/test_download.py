@@ -5,9 +5,12 @@ import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anndata as ad
+import h5py
+import numpy as np
 import pytest
 
-from pertcal.download import DownloadError, fetch
+from pertcal.download import DownloadError, fetch, h5ad_problem, verify_sha256
 from pertcal.io import PertcalInputError
 
 BODY = bytes(range(256)) * 400  # 102,400 bytes: several socket buffers, so truncation happens mid-stream
@@ -204,3 +207,49 @@ def test_complete_part_file_is_only_verified(server, tmp_path):
     fetch([server.url("/f")], dest, sha256=SHA, dataset="ds", **FAST)
     assert dest.read_bytes() == BODY
     assert server.requests == [("/f", f"bytes={len(BODY)}-")]
+
+
+def _h5ad_bytes(tmp_path) -> bytes:
+    path = tmp_path / "small.h5ad"
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(path)
+    return path.read_bytes()
+
+
+def test_h5ad_body_without_checksum_is_accepted(server, tmp_path):
+    server.body = _h5ad_bytes(tmp_path)
+    dest = tmp_path / "out" / "raw.h5ad"
+    fetch([server.url("/f")], dest, dataset="ds", check=h5ad_problem, **FAST)
+    assert ad.read_h5ad(dest).shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"<!DOCTYPE html><html>Sign in to continue</html>", "no HDF5 signature"),
+        ("hdf5 without anndata groups", "HDF5 file without obs, var, X"),
+    ],
+)
+def test_body_that_is_not_an_h5ad_is_refused_once_and_not_kept(server, tmp_path, body, reason):
+    if not isinstance(body, bytes):
+        with h5py.File(tmp_path / "plain.h5", "w") as h5:
+            h5["data"] = [1, 2, 3]
+        body = (tmp_path / "plain.h5").read_bytes()
+    server.body = body
+    dest = tmp_path / "out" / "raw.h5ad"
+    with pytest.raises(DownloadError) as err:
+        fetch([server.url("/f")], dest, dataset="norman19", check=h5ad_problem, **FAST)
+    message = str(err.value)
+    assert "norman19" in message and server.url("/f") in message and reason in message and "config.yaml" in message
+    assert _leftovers(dest) == []
+    assert len(server.requests) == 1  # the same server would serve the same page again
+
+
+def test_local_file_checksum_is_verified(tmp_path):
+    path = tmp_path / "mine.h5ad"
+    path.write_bytes(BODY)
+    assert verify_sha256(path, SHA.upper(), dataset="mine") == SHA
+    with pytest.raises(PertcalInputError) as err:
+        verify_sha256(path, "0" * 64, dataset="mine")
+    message = str(err.value)
+    assert f"dataset 'mine', file {path}" in message and "source.sha256" in message
+    assert f"expected {'0' * 64}, got {SHA}" in message

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from pertcal.cells import CellReader, read_part
 from pertcal.harmonize import harmonize
 from pertcal.io import PertcalInputError
-from pertcal.qc import cap_cells, duplicate_gene_mask, filter_small_perturbations, preprocess, seurat_hvg
+from pertcal.qc import cap_cells, check_benchmarkable, duplicate_gene_mask, filter_small_perturbations, preprocess, seurat_hvg
 
 PROCESSING = dict(
     min_genes_per_cell=3, min_cells_per_gene=2, min_cells_per_perturbation=12, max_control_cells=30,
@@ -168,7 +168,6 @@ def test_obs_columns_and_missing_targets_reported(tmp_path):
     [
         (["control"] * 60, "0 perturbation"),
         (["control"] * 40 + ["g7"] * 20, "1 perturbation"),
-        (["control"] * 40 + ["g7"] * 20 + ["g8"] * 20, "too few for task 'single'"),
     ],
 )
 def test_datasets_that_cannot_be_benchmarked_are_refused(tmp_path, labels, message):
@@ -208,3 +207,18 @@ def test_non_h5ad_files_are_refused_in_words(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(PertcalInputError, match=message):
         read_part(path, "obs", dataset="d")
+
+
+@pytest.mark.parametrize(
+    "labels, tasks, message",
+    [
+        (["A", "B", "C"], ["single"], "3 perturbations remain after QC, too few for task 'single'.*= 4"),
+        (["A", "B", "A+B"], ["combo"], "1 combinations remain after QC, too few for task 'combo'"),
+    ],
+)
+def test_fewer_perturbations_than_a_tasks_folds_refused(labels, tasks, message):
+    processing = {**PROCESSING, "n_folds_single": 4, "n_folds_combo": 2}
+    with pytest.raises(PertcalInputError, match=message):
+        check_benchmarkable(pd.Series(["control", *labels]), tasks=tasks, processing=processing, where="dataset 'd'")
+    assert check_benchmarkable(pd.Series(["control", *labels, "D"]), tasks=["single"], processing=processing,
+                               where="d") == 4

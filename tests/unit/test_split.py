@@ -2,7 +2,9 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from pertcal.io import PertcalInputError
 from pertcal.split import assign_folds_combo, assign_folds_single, split_halves
 
 
@@ -46,3 +48,17 @@ def test_combo_folds_rules():
     assert t0.isdisjoint(t1) and t0 | t1 == set(combos)
     # fold 0 trains and validates on fold 1's test combos, and vice versa
     assert set(f[(f.fold == 0) & f.split.isin(["train", "val"])].perturbation) - set(singles) == t1
+
+
+def test_more_single_folds_than_perturbations_is_refused():
+    with pytest.raises(PertcalInputError) as err:
+        assign_folds_single(["control", "A", "B"], n_folds=3, val_fraction=0.1, seed=0, dataset="ds", source="p.h5ad")
+    message = str(err.value)
+    assert "dataset 'ds', file p.h5ad" in message and "processing.n_folds_single is 3" in message
+    assert "only 2 perturbation(s)" in message and "at most 2" in message
+    assert assign_folds_single(["control", "A", "B"], n_folds=2, val_fraction=0.1, seed=0)["fold"].nunique() == 2
+
+
+def test_fewer_than_two_combos_is_refused():
+    with pytest.raises(PertcalInputError, match=r"dataset 'ds', file p.h5ad: .*n_folds_combo is 2 but only 1 comb"):
+        assign_folds_combo(["control", "A", "B", "A+B"], seed=0, dataset="ds", source="p.h5ad")

@@ -49,8 +49,6 @@ def corrupt_indices(path):
     [
         ("3 only controls", dict(labels=["control"] * 80), None, r"0 perturbation\(s\).*at least 2"),
         ("4 one perturbation", dict(labels=["control"] * 40 + ["G0001"] * 40), None, r"1 perturbation\(s\)"),
-        ("3 fewer than the folds", dict(labels=LABELS[:80]), None,
-         "2 perturbations remain after QC, too few for task 'single'.*n_folds_single = 2"),
         ("5 'nan' labels", dict(labels=LABELS[:80] + ["nan"] * 20), None,
          "labelled as a missing value.*keep_cells_where"),
         ("5 empty labels", dict(labels=LABELS[:80] + [""] * 20), None, "missing value"),
