@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from pertcal.cells import CellReader, read_part
 from pertcal.harmonize import CONTROL
@@ -23,6 +23,18 @@ def group_codes(obs_names: pd.Index, halves: pd.DataFrame) -> tuple[np.ndarray, 
     return codes, table
 
 
+@numba.njit
+def _accumulate(indptr, indices, data, row_groups, total, total_sq):
+    """Add each stored value x of CSR rows to total[group, gene] and x² to total_sq, in float64, in storage order."""
+    # One pass over the stored values into the dense accumulators: no (groups × genes) temporary per chunk.
+    for i in range(row_groups.size):
+        g = row_groups[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            x = np.float64(data[k])
+            total[g, indices[k]] += x
+            total_sq[g, indices[k]] += x * x
+
+
 def reduce_cells(reader: CellReader, obs_names: pd.Index, genes: pd.Index, halves: pd.DataFrame, *, uns: dict) -> ad.AnnData:
     """Stats AnnData: obs (perturbation, half) rows with n_cells; layers sum, sumsq (float64, groups × genes); X = mean.
 
@@ -34,12 +46,7 @@ def reduce_cells(reader: CellReader, obs_names: pd.Index, genes: pd.Index, halve
     total = np.zeros((n_groups, n_genes))
     total_sq = np.zeros((n_groups, n_genes))
     for rows, x in reader.chunks(label="reduce cells"):
-        x = sp.csr_matrix(x, dtype=np.float64)
-        # groups × cells indicator: one sparse product sums every group's cells at once
-        ind = sp.csr_matrix((np.ones(rows.size), (codes[rows], np.arange(rows.size))), shape=(n_groups, rows.size))
-        total += (ind @ x).toarray()
-        x.data **= 2
-        total_sq += (ind @ x).toarray()
+        _accumulate(x.indptr, x.indices, x.data, codes[rows], total, total_sq)
     n = np.bincount(codes, minlength=n_groups)
     obs = groups.assign(n_cells=n.astype(np.int64), is_control=groups["perturbation"].eq(CONTROL).to_numpy())
     obs.index = obs.index.astype(str)

@@ -18,7 +18,7 @@ import slurm_cluster
 # pieces in one group job.
 SMALL = {"run": ["sim_wessels"], "baselines": ["mean", "interpolated_duplicate"]}
 TARGET = "results/metrics.parquet"
-# Its memory comes from the profile's default-resources, so the retry must ask for twice as much.
+# Its memory is its rule's estimate (pertcal.memory) times the attempt, so the retry must ask for twice as much.
 KILLED_RULE = "simulate_dataset"
 # Test-only speed-ups on top of the profile: the executor's first status check after 2 s instead of 40 s,
 # every job's SLURM log kept so the test can find all job ids on disk.
