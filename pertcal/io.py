@@ -9,7 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
+import h5py
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class PertcalInputError(ValueError):
@@ -41,10 +45,60 @@ def write_parquet(df: pd.DataFrame, path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+@contextmanager
+def parquet_writer(path, schema, *, statistics=()):
+    """Yield a ParquetWriter whose tables become row groups of `path`, renamed into place only if the block succeeds.
+
+    Dictionary columns are written dictionary-encoded, the rest plain; nothing compressed (random floats barely
+    compress) and min/max statistics only for the `statistics` columns (a row-group filter on an identifying column;
+    statistics of every column cost more than the rest of writing). No pandas or arrow schema in the footer, so
+    readers get plain string columns.
+    """
+    names = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    with atomic_path(path) as tmp, pq.ParquetWriter(
+        tmp, schema, use_dictionary=names, write_statistics=list(statistics), compression="none", store_schema=False
+    ) as writer:
+        yield writer
+
+
 def write_h5ad(adata: ad.AnnData, path) -> None:
     """Write an AnnData atomically (uncompressed: fast and deterministic)."""
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
+
+
+def read_rows(path, *, where: dict | None = None, layers=(), X: bool = False) -> ad.AnnData:
+    """Part of an h5ad: obs, var and uns whole, then only the rows whose obs columns take the `where` values
+    (column → allowed values) of the listed dense `layers` (and of `X` if asked), in file order."""
+    with h5py.File(path, "r") as f:
+        obs, var = ad.io.read_elem(f["obs"]), ad.io.read_elem(f["var"])
+        uns = ad.io.read_elem(f["uns"]) if "uns" in f else {}
+        keep = np.ones(len(obs), dtype=bool)
+        for column, values in (where or {}).items():
+            if column not in obs:
+                raise PertcalInputError(f"{path}: obs field '{column}' is missing")
+            keep &= obs[column].astype(str).isin([str(v) for v in values]).to_numpy()
+        rows = np.flatnonzero(keep)
+        elements = {name: f"layers/{name}" for name in layers} | ({"X": "X"} if X else {})
+        arrays = {name: _read_dense_rows(f, key, rows, path) for name, key in elements.items()}
+    X_rows = arrays.pop("X", None)
+    return ad.AnnData(X=X_rows, obs=obs.iloc[rows], var=var, layers=arrays, uns=uns)
+
+
+def _read_dense_rows(f: h5py.File, key: str, rows: np.ndarray, path) -> np.ndarray:
+    """(len(rows), G) rows of a dense dataset in one read: the union of the row runs as one HDF5 selection."""
+    ds = f.get(key)
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 2:
+        raise PertcalInputError(f"{path}: '{key}' is missing or not a dense matrix")
+    out = np.empty((len(rows), ds.shape[1]), dtype=ds.dtype)
+    if len(rows):
+        space = ds.id.get_space()
+        space.select_none()
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+            space.select_hyperslab((int(rows[a]), 0), (int(b - a), ds.shape[1]), op=h5py.h5s.SELECT_OR)
+        ds.id.read(h5py.h5s.create_simple(out.shape), space, out)
+    return out
 
 
 def write_json(obj, path) -> None:
