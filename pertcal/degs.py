@@ -14,14 +14,14 @@ from scipy import special
 
 from pertcal.io import PertcalInputError
 
-DEG_COLUMNS = ["perturbation", "gene", "score", "logfc", "pval", "pval_adj"]
-DEG_LAYERS = ("score", "logfc", "pval", "pval_adj")
+# The long table's value columns (float64), after its perturbation and gene columns.
+DEG_VALUES = ("score", "logfc", "pval", "pval_adj")
 # What the later stages read (weights from score; DEG mask and interpolation α from pval_adj): the matrix file's layers.
 MATRIX_LAYERS = ("score", "pval_adj")
 # Names as dictionaries (indices into the block's perturbations and the genes): no per-row string building.
 DEG_SCHEMA = pa.schema(
     [("perturbation", pa.dictionary(pa.int32(), pa.string())), ("gene", pa.dictionary(pa.int32(), pa.string()))]
-    + [(c, pa.float64()) for c in DEG_LAYERS]
+    + [(c, pa.float64()) for c in DEG_VALUES]
 )
 # Rows per block: ~2^18 tests keep each of the block's float64 temporaries at ~2 MB, near cache size.
 BLOCK_TESTS = 2**18
@@ -83,7 +83,7 @@ def test_degs(
             columns = [
                 pa.DictionaryArray.from_arrays(np.repeat(np.arange(b, dtype=np.int32), G), names),
                 pa.DictionaryArray.from_arrays(gene_codes[: b * G], gene_names),
-            ] + [pa.array(block[layer].ravel()) for layer in DEG_LAYERS]
+            ] + [pa.array(block[layer].ravel()) for layer in DEG_VALUES]
             sink(pa.Table.from_arrays(columns, schema=DEG_SCHEMA))
         _log_progress(stop, P, started)
 

@@ -67,9 +67,9 @@ def write_h5ad(adata: ad.AnnData, path) -> None:
         adata.write_h5ad(tmp)
 
 
-def read_rows(path, *, where: dict | None = None, layers=(), X: bool = False) -> ad.AnnData:
+def read_rows(path, *, where: dict | None = None, layers=()) -> ad.AnnData:
     """Part of an h5ad: obs, var and uns whole, then only the rows whose obs columns take the `where` values
-    (column → allowed values) of the listed dense `layers` (and of `X` if asked), in file order."""
+    (column → allowed values) of the listed dense `layers`, in file order; no X."""
     with h5py.File(path, "r") as f:
         obs, var = ad.io.read_elem(f["obs"]), ad.io.read_elem(f["var"])
         uns = ad.io.read_elem(f["uns"]) if "uns" in f else {}
@@ -79,25 +79,26 @@ def read_rows(path, *, where: dict | None = None, layers=(), X: bool = False) ->
                 raise PertcalInputError(f"{path}: obs field '{column}' is missing")
             keep &= obs[column].astype(str).isin([str(v) for v in values]).to_numpy()
         rows = np.flatnonzero(keep)
-        elements = {name: f"layers/{name}" for name in layers} | ({"X": "X"} if X else {})
-        arrays = {name: _read_dense_rows(f, key, rows, path) for name, key in elements.items()}
-    X_rows = arrays.pop("X", None)
-    return ad.AnnData(X=X_rows, obs=obs.iloc[rows], var=var, layers=arrays, uns=uns)
+        arrays = {name: _read_dense_rows(f, f"layers/{name}", rows, path) for name in layers}
+    return ad.AnnData(obs=obs.iloc[rows], var=var, layers=arrays, uns=uns)
 
 
-def _read_dense_rows(f: h5py.File, key: str, rows: np.ndarray, path) -> np.ndarray:
-    """(len(rows), G) rows of a dense dataset in one read: the union of the row runs as one HDF5 selection."""
+def _read_dense_rows(f: h5py.File, key: str, rows: np.ndarray, path, runs_per_read: int = 256) -> np.ndarray:
+    """(len(rows), G) rows of a dense dataset: each read is one HDF5 selection, the union of up to `runs_per_read`
+    runs of consecutive rows (few calls; HDF5's union grows quadratically with its runs, hence the cap)."""
     ds = f.get(key)
     if not isinstance(ds, h5py.Dataset) or ds.ndim != 2:
         raise PertcalInputError(f"{path}: '{key}' is missing or not a dense matrix")
     out = np.empty((len(rows), ds.shape[1]), dtype=ds.dtype)
-    if len(rows):
+    starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+    ends = np.r_[starts[1:], len(rows)]
+    for first in range(0, len(starts), runs_per_read):
         space = ds.id.get_space()
         space.select_none()
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+        for a, b in zip(starts[first : first + runs_per_read], ends[first : first + runs_per_read]):
             space.select_hyperslab((int(rows[a]), 0), (int(b - a), ds.shape[1]), op=h5py.h5s.SELECT_OR)
-        ds.id.read(h5py.h5s.create_simple(out.shape), space, out)
+        lo, hi = starts[first], ends[min(first + runs_per_read, len(starts)) - 1]
+        ds.id.read(h5py.h5s.create_simple((hi - lo, ds.shape[1])), space, out[lo:hi])
     return out
 
 

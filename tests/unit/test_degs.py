@@ -248,7 +248,7 @@ def test_long_parquet_is_byte_identical_across_writes_and_reads_as_strings(cells
             degs.test_degs(stats, "td", block_size=13, sink=table.write_table)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     back = pd.read_parquet(paths[0])
-    assert list(back.columns) == degs.DEG_COLUMNS
+    assert list(back.columns) == degs.DEG_SCHEMA.names
     assert back["perturbation"].dtype == object and back["gene"].dtype == object
     pd.testing.assert_frame_equal(back, _long(stats, "td"))
 
