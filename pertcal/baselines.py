@@ -155,8 +155,6 @@ BASELINES = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class Reads:
     """What a baseline reads: pooled means of some perturbation sets, td means of the test ones, the td DEG test."""
