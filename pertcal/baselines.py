@@ -11,7 +11,7 @@ import pandas as pd
 
 from pertcal.degs import interpolation_alpha
 from pertcal.harmonize import CONTROL, targets_of
-from pertcal.io import PertcalInputError
+from pertcal.io import PertcalInputError, read_rows
 from pertcal.reduce import half_means, pooled_means
 
 log = logging.getLogger(__name__)
@@ -21,13 +21,13 @@ KNOCKDOWN = {"CRISPRi", "KO", "Cas13"}
 
 @dataclass(frozen=True)
 class FoldData:
-    """Everything a baseline may use for one (dataset, task, fold): pooled means of all perturbations and the split."""
+    """What a baseline may use for one (dataset, task, fold): pooled and td-half means of the perturbations read, the split."""
 
-    means: pd.DataFrame  # (P, G) pooled means, control included
+    means: pd.DataFrame  # (P, G) pooled means, control included when read
     td: pd.DataFrame  # (P, G) td-half means
     train: list[str]
     test: list[str]
-    degs_td: pd.DataFrame
+    degs_td: ad.AnnData | None  # td-half DEG matrices (rows by perturbation name), for the interpolated duplicate
     modality: str
 
     @property
@@ -44,15 +44,17 @@ class FoldData:
         return self.means.loc[self.train].mean(axis=0)
 
 
-def fold_data(stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_td: pd.DataFrame, modality: str) -> FoldData:
-    """Collect the fold's train/test perturbations (folds-file order) and the mean tables they need."""
+def fold_split(folds: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
+    """The fold's train and test perturbations, in folds-file order."""
     f = folds[folds["fold"] == fold]
+    return f.loc[f["split"] == "train", "perturbation"].tolist(), f.loc[f["split"] == "test", "perturbation"].tolist()
+
+
+def fold_data(stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_td: ad.AnnData | None, modality: str) -> FoldData:
+    """Collect the fold's train/test perturbations (folds-file order) and the mean tables of the rows `stats` holds."""
+    train, test = fold_split(folds, fold)
     return FoldData(
-        means=pooled_means(stats),
-        td=half_means(stats, "td"),
-        train=f.loc[f["split"] == "train", "perturbation"].tolist(),
-        test=f.loc[f["split"] == "test", "perturbation"].tolist(),
-        degs_td=degs_td,
+        means=pooled_means(stats), td=half_means(stats, "td"), train=train, test=test, degs_td=degs_td,
         modality=modality,
     )
 
@@ -158,6 +160,38 @@ BASELINES = {
     "additive": additive,
     "crispr_informed_mean": crispr_informed_mean,
 }
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a baseline reads: pooled means of some perturbation sets, td means of the test ones, the td DEG test."""
+
+    means: tuple[str, ...] = ()  # of "control", "train", "singles" (the single targets of the test perturbations)
+    td: bool = False
+    degs_td: bool = False
+
+
+READS = {
+    "control": Reads(means=("control",)),
+    "mean": Reads(means=("train",)),
+    "technical_duplicate": Reads(td=True),
+    "interpolated_duplicate": Reads(means=("train",), td=True, degs_td=True),
+    "linear": Reads(means=("train",)),
+    "additive": Reads(means=("control", "singles")),
+    "crispr_informed_mean": Reads(means=("train",)),
+}
+
+
+def read_baseline_inputs(method: str, stats_path, folds: pd.DataFrame, fold: int, degs_td_path=None):
+    """(stats, degs_td): the stats.h5ad rows (`sum`, both halves) and td DEG rows (`pval_adj`) `method` reads; degs_td
+    is None for methods that do not use the td test."""
+    reads = READS[method]
+    train, test = fold_split(folds, fold)
+    sets = {"control": [CONTROL], "train": train, "singles": [t for p in test for t in targets_of(p)]}
+    perturbations = [p for name in reads.means for p in sets[name]] + (test if reads.td else [])
+    stats = read_rows(stats_path, where={"perturbation": perturbations}, layers=("sum",))
+    degs_td = read_rows(degs_td_path, where={"perturbation": test}, layers=("pval_adj",)) if reads.degs_td else None
+    return stats, degs_td
 
 
 def as_prediction(pred: pd.DataFrame, *, method: str, dataset: str, task: str, fold: int) -> ad.AnnData:

@@ -9,20 +9,31 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pertcal.baselines import fold_data
+from pertcal.baselines import fold_data, fold_split, half_sum_means
 from pertcal.degs import deg_mask, deg_weights
-from pertcal.io import PertcalInputError
+from pertcal.harmonize import CONTROL
+from pertcal.io import PertcalInputError, read_rows
 from pertcal.metrics import score_predictions
-from pertcal.reduce import half_means
 
 METRIC_PATH = re.compile(r"(?:^|/)results/(?P<dataset>[^/]+)/metrics/(?P<task>[^/]+)/fold(?P<fold>\d+)/(?P<method>[^/]+)\.parquet$")
 
 
+def read_scoring_inputs(stats_path, degs_gt_path, folds: pd.DataFrame, fold: int) -> tuple[ad.AnnData, ad.AnnData]:
+    """(stats, degs_gt): the stats.h5ad rows scoring reads (`sum` of control, train and test, both halves) and the
+    gt DEG matrices of the test perturbations (`score` for the weights, `pval_adj` for the DEG mask)."""
+    train, test = fold_split(folds, fold)
+    stats = read_rows(stats_path, where={"perturbation": [CONTROL, *train, *test]}, layers=("sum",))
+    return stats, read_rows(degs_gt_path, where={"perturbation": test}, layers=("score", "pval_adj"))
+
+
 def score_fold(
-    prediction: ad.AnnData, stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_gt: pd.DataFrame, *,
+    prediction: ad.AnnData, stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_gt: ad.AnnData, *,
     deg_alpha: float, source: str = "prediction",
 ) -> pd.DataFrame:
-    """Long (perturbation, metric, value) table of one method's predictions on one fold; truth = gt-half means."""
+    """Long (perturbation, metric, value) table of one method's predictions on one fold; truth = gt-half means.
+
+    `stats` (Σx) and `degs_gt` (DEG matrices) may hold only the rows scoring reads; both are matched by name.
+    """
     d = fold_data(stats, folds, fold, degs_td=None, modality="")
     missing = sorted(set(d.test) - set(prediction.obs_names))
     if missing:
@@ -34,7 +45,7 @@ def score_fold(
     pred = np.asarray(pred.toarray() if hasattr(pred, "toarray") else pred, dtype=np.float64)
     if not np.isfinite(pred).all():
         raise PertcalInputError(f"{source}: X has NaN or infinite predictions")
-    truth = half_means(stats, "gt").loc[d.test, d.genes].to_numpy()
+    truth = half_sum_means(stats, "gt").loc[d.test, d.genes].to_numpy()
     return score_predictions(
         pred,
         truth,

@@ -72,8 +72,10 @@ def pooled_means(stats: ad.AnnData) -> pd.DataFrame:
 
 
 def half_means(stats: ad.AnnData, half: str) -> pd.DataFrame:
-    """(P, G) mean log1p expression per perturbation in one half."""
-    rows = stats.obs["half"].to_numpy() == half
+    """(P, G) mean log1p expression per perturbation in one half as Σx / n: what stats.h5ad's X holds, from `sum` alone."""
+    rows = stats.obs["half"].astype(str).to_numpy() == half
+    n = stats.obs["n_cells"].to_numpy(dtype=np.float64)[rows, None]
     return pd.DataFrame(
-        np.asarray(stats.X)[rows], index=stats.obs["perturbation"].to_numpy()[rows], columns=stats.var_names
+        np.asarray(stats.layers["sum"])[rows] / n, index=stats.obs["perturbation"].astype(str).to_numpy()[rows],
+        columns=stats.var_names,
     )

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
 from pertcal.metrics import METRICS
 
 
-def n_degs(degs: pd.DataFrame, *, alpha: float) -> pd.Series:
-    """Number of DEGs (pval_adj < alpha) per tested perturbation."""
-    return degs.assign(deg=degs["pval_adj"] < alpha).groupby("perturbation", sort=True)["deg"].sum().astype(np.int64)
+def n_degs(degs: ad.AnnData, *, alpha: float) -> pd.Series:
+    """Number of DEGs (pval_adj < alpha) per tested perturbation of a DEG matrix file, by perturbation name (sorted)."""
+    counts = (np.asarray(degs.layers["pval_adj"]) < alpha).sum(axis=1).astype(np.int64)
+    return pd.Series(counts, index=pd.Index(degs.obs_names, name="perturbation"), name="deg").sort_index()
 
 
-def dataset_summary(obs: pd.DataFrame, degs_gt: pd.DataFrame, *, dataset: str, alpha: float) -> dict:
+def dataset_summary(obs: pd.DataFrame, degs_gt: ad.AnnData, *, dataset: str, alpha: float) -> dict:
     """Cells, genes, perturbations, cells per perturbation and mean DEGs (gt half) of one processed dataset."""
     perturbed = obs[~obs["is_control"]]
     per_pert = perturbed.groupby("perturbation", observed=True).size()
@@ -24,24 +26,31 @@ def dataset_summary(obs: pd.DataFrame, degs_gt: pd.DataFrame, *, dataset: str, a
         "n_perturbations": int(per_pert.size),
         "n_combos": int((perturbed.groupby("perturbation", observed=True)["n_targets"].first() > 1).sum()),
         "cells_per_perturbation": float(per_pert.mean()),
-        "mean_degs": float(n_degs(degs_gt, alpha=alpha).mean()) if len(degs_gt) else 0.0,
+        "mean_degs": float(n_degs(degs_gt, alpha=alpha).mean()) if degs_gt.n_obs else 0.0,
     }
 
 
-def deg_recovery(degs: pd.DataFrame, truth: pd.DataFrame, *, alpha: float) -> dict:
-    """Precision and recall of called DEGs (pval_adj < alpha) against the simulator's true DEGs, over tested perturbations."""
-    called = set(map(tuple, degs.loc[degs["pval_adj"] < alpha, ["perturbation", "gene"]].to_numpy()))
-    tested = set(degs["perturbation"]) & set(truth["perturbation"])
-    genes = set(degs["gene"])
-    true = truth[truth["is_deg"] & truth["perturbation"].isin(tested) & truth["gene"].isin(genes)]
-    true = set(map(tuple, true[["perturbation", "gene"]].to_numpy()))
-    called = {c for c in called if c[0] in tested}
-    hit = len(called & true)
+def deg_recovery(degs: ad.AnnData, truth: pd.DataFrame, *, alpha: float) -> dict:
+    """Precision and recall of called DEGs (pval_adj < alpha) against the simulator's true DEGs, over tested perturbations.
+
+    `degs`: a DEG matrix file's rows and genes; `truth`: long (perturbation, gene, is_deg), matched to it by name.
+    """
+    called = np.asarray(degs.layers["pval_adj"]) < alpha
+    true = truth[truth["is_deg"].to_numpy(dtype=bool)]
+    rows = degs.obs_names.get_indexer(true["perturbation"].astype(str))
+    cols = degs.var_names.get_indexer(true["gene"].astype(str))
+    keep = (rows >= 0) & (cols >= 0)
+    is_true = np.zeros_like(called)
+    is_true[rows[keep], cols[keep]] = True
+    # Only perturbations the simulator describes count: others have no truth to be recalled or missed.
+    described = degs.obs_names.isin(truth["perturbation"].astype(str))
+    called, is_true = called[described], is_true[described]
+    hit, n_called, n_true = int((called & is_true).sum()), int(called.sum()), int(is_true.sum())
     return {
-        "precision": hit / len(called) if called else float("nan"),
-        "recall": hit / len(true) if true else float("nan"),
-        "n_called": len(called),
-        "n_true": len(true),
+        "precision": hit / n_called if n_called else float("nan"),
+        "recall": hit / n_true if n_true else float("nan"),
+        "n_called": n_called,
+        "n_true": n_true,
     }
 
 

@@ -1,11 +1,14 @@
 # Baselines (controls and simple models) written in the same prediction format as models.
 
+from pertcal.baselines import READS as BASELINE_READS
+
 
 rule predict_baseline:
     input:
         stats="results/{dataset}/stats.h5ad",
         folds="results/{dataset}/folds_{task}.parquet",
-        degs_td="results/{dataset}/degs_td.parquet",
+        # the td DEG matrices only for the baselines that read them (the interpolated duplicate)
+        degs_td=lambda wc: f"results/{wc.dataset}/degs_td.h5ad" if BASELINE_READS[wc.method].degs_td else [],
     output:
         "results/{dataset}/predictions/{task}/fold{fold}/{method}.h5ad",
     wildcard_constraints:

@@ -36,7 +36,7 @@ rule summarize_calibration:
     input:
         drf="results/calibration/drf.parquet",
         summary="results/summary.csv",
-        degs=expand("results/{dataset}/degs_gt.parquet", dataset=DATASETS),
+        degs=expand("results/{dataset}/degs_gt.h5ad", dataset=DATASETS),
         truth=lambda wc: list(simulated_truth(wc).values()),
     output:
         "results/calibration/summary.json",

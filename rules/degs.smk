@@ -1,11 +1,13 @@
-# DEGs per half from the sufficient statistics (Welch t, scanpy's t-test_overestim_var, BH).
+# DEGs per half from the sufficient statistics (Welch t, scanpy's t-test_overestim_var, BH): the long table for
+# users and the (perturbations × genes) matrices that the later stages read by name.
 
 
 rule test_degs:
     input:
         "results/{dataset}/stats.h5ad",
     output:
-        "results/{dataset}/degs_{half}.parquet",
+        table="results/{dataset}/degs_{half}.parquet",
+        matrix="results/{dataset}/degs_{half}.h5ad",
     params:
         min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
     log:

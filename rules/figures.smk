@@ -73,7 +73,7 @@ rule plot_drf_mse_vs_wmse:
 rule plot_drf_vs_degs:
     input:
         drf="results/calibration/drf.parquet",
-        degs=expand("results/{dataset}/degs_gt.parquet", dataset=DATASETS),
+        degs=expand("results/{dataset}/degs_gt.h5ad", dataset=DATASETS),
     output:
         pdf="results/figures/drf_vs_degs.pdf",
         png=report(

@@ -6,7 +6,7 @@ rule score_metrics:
         prediction="results/{dataset}/predictions/{task}/fold{fold}/{method}.h5ad",
         stats="results/{dataset}/stats.h5ad",
         folds="results/{dataset}/folds_{task}.parquet",
-        degs_gt="results/{dataset}/degs_gt.parquet",
+        degs_gt="results/{dataset}/degs_gt.h5ad",
     output:
         "results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet",
     params:

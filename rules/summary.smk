@@ -4,7 +4,7 @@
 rule summarize_dataset:
     input:
         adata="results/{dataset}/processed.h5ad",
-        degs_gt="results/{dataset}/degs_gt.parquet",
+        degs_gt="results/{dataset}/degs_gt.h5ad",
     output:
         "results/{dataset}/summary.json",
     params:

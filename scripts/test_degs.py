@@ -1,10 +1,12 @@
-"""Rule test_degs: DEGs of one half from the sufficient statistics, as a long table."""
+"""Rule test_degs: DEGs of one half from the sufficient statistics: the long table (written block by block) and
+the (P, G) matrices the later stages read."""
 
-import anndata as ad
-
-from pertcal.degs import test_degs
-from pertcal.io import log_to, write_parquet
+from pertcal.degs import DEG_SCHEMA, test_degs
+from pertcal.io import log_to, parquet_writer, read_rows, write_h5ad
 
 log_to(snakemake.log[0])
-stats = ad.read_h5ad(snakemake.input[0])
-write_parquet(test_degs(stats, snakemake.wildcards.half, min_cells=snakemake.params.min_cells), snakemake.output[0])
+half = snakemake.wildcards.half
+stats = read_rows(snakemake.input[0], where={"half": [half], "is_control": [False]}, layers=("sum", "sumsq"))
+with parquet_writer(snakemake.output.table, DEG_SCHEMA, statistics=["perturbation"]) as table:
+    matrix = test_degs(stats, half, min_cells=snakemake.params.min_cells, sink=table.write_table)
+write_h5ad(matrix, snakemake.output.matrix)

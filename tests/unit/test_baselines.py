@@ -1,12 +1,17 @@
-"""Baselines against closed forms and hand-worked cases."""
+"""Baselines against closed forms and hand-worked cases; what each reads from the files, matched by name."""
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from pertcal.baselines import FoldData, as_prediction, linear_fit, predict_baseline
+from pertcal.baselines import BASELINES, READS, FoldData, as_prediction, fold_data, linear_fit, predict_baseline, read_baseline_inputs
+from pertcal.degs import test_degs
+from pertcal.evaluate import read_scoring_inputs, score_fold
 from pertcal.io import PertcalInputError, write_h5ad
+from pertcal.reduce import reduce_file
+from pertcal.split import split_halves
 
 GENES = ["A", "B", "C", "D"]
 
@@ -18,7 +23,7 @@ def fold(means: dict, td: dict | None = None, train=(), test=(), degs_td=None, m
         td=pd.DataFrame(td or means, index=GENES).T,
         train=list(train),
         test=list(test),
-        degs_td=degs_td if degs_td is not None else pd.DataFrame(columns=["perturbation", "gene", "pval_adj"]),
+        degs_td=degs_td,
         modality=modality,
     )
 
@@ -34,7 +39,11 @@ def test_mean_weights_perturbations_equally_and_control():
 
 def test_interpolated_duplicate_alpha_from_known_pvalues():
     td = {**MEANS, "C": [3, 3, 3, 3]}
-    degs = pd.DataFrame({"perturbation": ["C"] * 3, "gene": ["A", "B", "C"], "pval_adj": [0.0, 0.25, 1.0]})
+    # genes in another order than the means' and D untested: α is matched by gene name
+    degs = ad.AnnData(
+        obs=pd.DataFrame({"perturbation": ["C"]}, index=["C"]), var=pd.DataFrame(index=["C", "A", "B"]),
+        layers={"pval_adj": np.array([[1.0, 0.0, 0.25]], dtype=np.float32)},
+    )
     d = fold(MEANS, td=td, train=["A", "B"], test=["C"], degs_td=degs)
     # α = 1 − p: A → 1 (td), B → 0.75, C → 0 (mean), D untested → 0 (mean)
     expected = [3, 0.75 * 3 + 0.25 * 2.5, 1, 0.5]
@@ -89,7 +98,7 @@ def test_linear_predicts_recovered_structure_and_falls_back_to_mean():
     means["XYZ"] = np.full(30, 5.0)  # target not a selected gene
     d = FoldData(
         means=pd.DataFrame(means, index=genes).T, td=pd.DataFrame(means, index=genes).T,
-        train=perts[:16], test=perts[16:] + ["XYZ"], degs_td=pd.DataFrame(), modality="CRISPRi",
+        train=perts[:16], test=perts[16:] + ["XYZ"], degs_td=None, modality="CRISPRi",
     )
     pred = predict_baseline("linear", d, n_components=2, ridge=1e-8)
     truth = pd.DataFrame(means, index=genes).T
@@ -122,3 +131,61 @@ def test_prediction_with_nan_or_inf_is_refused_and_not_written(tmp_path, bad):
     assert "method 'mean', dataset 'ds', task single, fold 3" in message
     assert "1 of 2 test perturbations (A+B)" in message and "nothing written" in message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory):
+    """stats.h5ad, folds and the td/gt DEG matrix files (and copies with shuffled perturbation rows) of a small screen."""
+    tmp = tmp_path_factory.mktemp("screen")
+    rng = np.random.default_rng(5)
+    genes = [f"g{j}" for j in range(30)]
+    perts = genes[:14]
+    labels = np.repeat(["control", *perts], [60] + [18] * len(perts))
+    effect = np.exp(rng.normal(0, 0.5, (len(perts) + 1, len(genes))))
+    group = np.repeat(np.arange(len(perts) + 1), [60] + [18] * len(perts))
+    x = np.log1p(rng.poisson(2.0 * effect[group]) * rng.uniform(0.5, 2, (labels.size, 1)))
+    cells = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(labels.size)]),
+                       var=pd.DataFrame(index=genes))
+    cells.write_h5ad(tmp / "cells.h5ad")
+    stats = reduce_file(tmp / "cells.h5ad", split_halves(cells.obs["perturbation"], seed=0), dataset="d",
+                        chunk_nonzeros=1000)
+    stats.write_h5ad(tmp / "stats.h5ad")
+    folds = pd.DataFrame({"perturbation": perts, "fold": 0, "split": ["train"] * 9 + ["val"] + ["test"] * 4})
+    paths = {"stats": tmp / "stats.h5ad"}
+    for half in ("gt", "td"):
+        matrix = test_degs(stats, half)
+        matrix.write_h5ad(tmp / f"degs_{half}.h5ad")
+        matrix[rng.permutation(matrix.n_obs)].copy().write_h5ad(tmp / f"degs_{half}_shuffled.h5ad")
+        paths[half], paths[f"{half}_shuffled"] = tmp / f"degs_{half}.h5ad", tmp / f"degs_{half}_shuffled.h5ad"
+    return stats, folds, paths
+
+
+@pytest.mark.parametrize("method", sorted(BASELINES))
+def test_baselines_from_their_reads_equal_the_whole_files_and_ignore_matrix_row_order(screen, method):
+    stats, folds, paths = screen
+    whole = predict_baseline(method, fold_data(stats, folds, 0, degs_td=ad.read_h5ad(paths["td"]), modality="CRISPRi"))
+    for td in (paths["td"], paths["td_shuffled"]):
+        part, degs_td = read_baseline_inputs(method, paths["stats"], folds, 0, td)
+        assert (degs_td is not None) == READS[method].degs_td
+        pred = predict_baseline(method, fold_data(part, folds, 0, degs_td=degs_td, modality="CRISPRi"))
+        pd.testing.assert_frame_equal(pred, whole)
+
+
+def test_baselines_read_only_the_rows_they_use(screen):
+    _, folds, paths = screen
+    part, degs_td = read_baseline_inputs("control", paths["stats"], folds, 0)
+    assert set(part.obs["perturbation"].astype(str)) == {"control"} and list(part.layers) == ["sum"] and degs_td is None
+    part, degs_td = read_baseline_inputs("interpolated_duplicate", paths["stats"], folds, 0, paths["td"])
+    test = folds.loc[folds["split"] == "test", "perturbation"]
+    assert sorted(degs_td.obs_names) == sorted(test) and list(degs_td.layers) == ["pval_adj"]
+
+
+def test_scores_ignore_matrix_row_order(screen):
+    stats, folds, paths = screen
+    d = fold_data(stats, folds, 0, degs_td=ad.read_h5ad(paths["td"]), modality="CRISPRi")
+    prediction = as_prediction(predict_baseline("interpolated_duplicate", d), method="m", dataset="x", task="single", fold=0)
+    whole = score_fold(prediction, stats, folds, 0, ad.read_h5ad(paths["gt"]), deg_alpha=0.05)
+    assert whole["value"].notna().any()
+    for gt in (paths["gt"], paths["gt_shuffled"]):
+        part, degs_gt = read_scoring_inputs(paths["stats"], gt, folds, 0)
+        pd.testing.assert_frame_equal(score_fold(prediction, part, folds, 0, degs_gt, deg_alpha=0.05), whole)

@@ -1,15 +1,18 @@
 """pertcal.degs against scanpy's rank_genes_groups, scipy's Welch test and statsmodels' BH."""
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import scanpy as sc
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from pertcal import degs
-from pertcal.io import PertcalInputError
+from pertcal.io import PertcalInputError, parquet_writer, read_rows
 
 
 def _stats_from_cells(X, perturbation, half, control="control"):
@@ -29,6 +32,14 @@ def _stats_from_cells(X, perturbation, half, control="control"):
     stats.layers["sumsq"] = np.array(sumsqs)
     stats.uns["dataset"] = "toy"
     return stats
+
+
+def _long(stats, half, **kwargs):
+    """The long table test_degs streams to its sink, as one DataFrame (names as plain strings)."""
+    tables = []
+    degs.test_degs(stats, half, sink=tables.append, **kwargs)
+    table = pa.concat_tables(tables).to_pandas()
+    return table.astype({"perturbation": str, "gene": str})
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +78,12 @@ def _scanpy_reference(X, labels, half, h, tested):
 
 
 @pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # scanpy's own frame building
-def test_matches_scanpy_rank_genes_groups(cells):
+@pytest.mark.parametrize("block_size", [None, 7])  # one block, and blocks of 7 of the ~180 tested perturbations
+def test_matches_scanpy_rank_genes_groups(cells, block_size):
     X, labels, half = cells
     h = "td"  # either half; test_other_half_cells_are_not_in_rest covers the split
     stats = _stats_from_cells(X, labels, half)
-    ours = degs.test_degs(stats, h)
+    ours = _long(stats, h, block_size=block_size)
 
     counts = pd.Series(labels[half == h]).value_counts()
     tested = sorted(p for p, c in counts.items() if c >= 4 and p != "control")
@@ -94,7 +106,7 @@ def test_matches_scanpy_rank_genes_groups(cells):
 def test_row_order_follows_stats_then_var(cells):
     X, labels, half = cells
     stats = _stats_from_cells(X, labels, half)
-    ours = degs.test_degs(stats, "gt")
+    ours = _long(stats, "gt")
     tested_in_stats_order = [
         p for p, hh, n, c in stats.obs[["perturbation", "half", "n_cells", "is_control"]].itertuples(index=False)
         if hh == "gt" and n >= 4 and not c
@@ -111,7 +123,7 @@ def test_hand_worked_three_groups():
     X = np.vstack([a, b, c])
     labels = np.array(["A"] * 4 + ["B"] * 5 + ["C"] * 4)
     stats = _stats_from_cells(X, labels, np.full(len(labels), "gt"))
-    out = degs.test_degs(stats, "gt").set_index(["perturbation", "gene"])
+    out = _long(stats, "gt").set_index(["perturbation", "gene"])
 
     # A vs rest (B ∪ C) on gene 0: m_A = 2.5, v_A = 5/3; rest = [0,0,1,1,2,1,1,1,1], m = 8/9, v = (10 - 64/9)/8.
     m_a, v_a, m_r, v_r = 2.5, 5 / 3, 8 / 9, (10 - 64 / 9) / 8
@@ -143,7 +155,7 @@ def test_min_cells_and_control_are_excluded_from_groups_and_rest():
     X[labels == "small"] += 50.0  # would dominate the rest if wrongly included
     X[labels == "control"] -= 50.0
     stats = _stats_from_cells(X, labels, np.full(len(labels), "gt"))
-    out = degs.test_degs(stats, "gt")
+    out = _long(stats, "gt")
     assert list(out["perturbation"].unique()) == ["A", "B"]
 
     a, b = X[labels == "A"], X[labels == "B"]
@@ -154,7 +166,7 @@ def test_min_cells_and_control_are_excluded_from_groups_and_rest():
     np.testing.assert_allclose(got["score"], t_ref, rtol=1e-10)
     np.testing.assert_allclose(got["pval"], p_ref, rtol=1e-10)
 
-    assert list(degs.test_degs(stats, "gt", min_cells=3)["perturbation"].unique()) == ["A", "B", "small"]
+    assert list(degs.test_degs(stats, "gt", min_cells=3).obs_names) == ["A", "B", "small"]
 
 
 def test_other_half_cells_are_not_in_rest():
@@ -164,7 +176,7 @@ def test_other_half_cells_are_not_in_rest():
     X = rng.normal(2.0, 1.0, (30, 3))
     X[half == "td"] += 10.0
     stats = _stats_from_cells(X, labels, half)
-    got = degs.test_degs(stats, "gt")
+    got = _long(stats, "gt")
     gt = half == "gt"
     a, rest = X[gt & (labels == "A")], X[gt & (labels != "A")]
     t_ref, _ = sps.ttest_ind_from_stats(
@@ -183,7 +195,7 @@ def test_constant_nonzero_group_has_zero_variance():
     stats = _stats_from_cells(X, labels, np.full(18, "gt"))
     s, ss = stats.layers["sum"][0, 0], stats.layers["sumsq"][0, 0]
     assert ss - s * (s / 5) < 0
-    got = degs.test_degs(stats, "gt").set_index("perturbation")
+    got = _long(stats, "gt").set_index("perturbation")
     rest = X[labels != "A", 0]
     t = (c - rest.mean()) / np.sqrt(rest.var(ddof=1) / 5)
     assert got.loc["A", "score"] == pytest.approx(t, rel=1e-9)
@@ -207,17 +219,79 @@ def test_missing_layer_raises_input_error(cells):
         degs.test_degs(stats, "gt")
 
 
+def test_matrix_agrees_with_long_table_by_name(cells):
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    tables = []
+    matrix = degs.test_degs(stats, "gt", block_size=11, sink=tables.append)
+    long = pa.concat_tables(tables).to_pandas()
+    assert list(matrix.obs_names) == list(long["perturbation"].unique())
+    assert list(matrix.var_names) == list(stats.var_names)
+    assert set(matrix.layers) == set(degs.MATRIX_LAYERS)
+    for layer in degs.MATRIX_LAYERS:
+        assert matrix.layers[layer].dtype == np.float32
+        wide = long.pivot(index="perturbation", columns="gene", values=layer)
+        # reversed orders on purpose: the comparison goes through names, not positions
+        perts, genes = matrix.obs_names[::-1], matrix.var_names[::-1]
+        np.testing.assert_array_equal(
+            degs.deg_matrix(matrix, perts, genes, layer, np.nan),
+            wide.loc[perts, genes].to_numpy().astype(np.float32).astype(np.float64),
+        )
+
+
+def test_long_parquet_is_byte_identical_across_writes_and_reads_as_strings(cells, tmp_path):
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for path in paths:
+        with parquet_writer(path, degs.DEG_SCHEMA, statistics=["perturbation"]) as table:
+            degs.test_degs(stats, "td", block_size=13, sink=table.write_table)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    back = pd.read_parquet(paths[0])
+    assert list(back.columns) == degs.DEG_SCHEMA.names
+    assert back["perturbation"].dtype == object and back["gene"].dtype == object
+    pd.testing.assert_frame_equal(back, _long(stats, "td"))
+
+
+def test_matrix_file_roundtrip_and_row_reads(cells, tmp_path):
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    matrix = degs.test_degs(stats, "gt")
+    matrix.write_h5ad(tmp_path / "degs_gt.h5ad")
+    some = list(matrix.obs_names[[40, 3, 17]])
+    part = read_rows(tmp_path / "degs_gt.h5ad", where={"perturbation": some}, layers=("pval_adj",))
+    assert set(part.layers) == {"pval_adj"} and sorted(part.obs_names) == sorted(some)
+    np.testing.assert_array_equal(
+        degs.deg_matrix(part, some, matrix.var_names, "pval_adj", np.nan),
+        degs.deg_matrix(matrix, some, matrix.var_names, "pval_adj", np.nan),
+    )
+
+
+def test_progress_is_logged_per_block(cells, caplog):
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    with caplog.at_level(logging.INFO, logger="pertcal.degs"):
+        matrix = degs.test_degs(stats, "gt", block_size=50)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pertcal.degs"]
+    total = matrix.n_obs
+    assert len(lines) == -(-total // 50)
+    assert lines[0].startswith(f"DEGs: 50 / {total} perturbations") and "ETA" in lines[0]
+    assert lines[-1].startswith(f"DEGs: {total} / {total}")
+
+
 def _toy_degs():
-    return pd.DataFrame(
+    """A DEG matrix file's contents: perturbations B, A; genes in another order than the queries below."""
+    long = pd.DataFrame(
         {
             "perturbation": ["B", "B", "B", "A", "A", "A"],
             "gene": ["g2", "g0", "g1", "g1", "g2", "g0"],
             "score": [-4.0, 1.0, 2.0, 3.0, np.nan, 0.0],
-            "logfc": 0.0,
-            "pval": 0.0,
             "pval_adj": [0.01, 0.5, 0.04, 0.049, 0.05, np.nan],
         }
     )
+    perts, genes = ["B", "A"], ["g2", "g0", "g1"]
+    layers = {c: long.pivot(index="perturbation", columns="gene", values=c).loc[perts, genes].to_numpy() for c in ("score", "pval_adj")}
+    return ad.AnnData(obs=pd.DataFrame({"perturbation": perts}, index=perts), var=pd.DataFrame(index=genes), layers=layers)
 
 
 def test_deg_matrix_aligns_by_name():
@@ -232,7 +306,7 @@ def test_deg_weights_by_hand():
 
 
 def test_deg_weights_constant_scores_are_zero():
-    table = pd.DataFrame({"perturbation": "A", "gene": ["g0", "g1"], "score": [2.0, -2.0], "pval_adj": 0.1})
+    table = ad.AnnData(obs=pd.DataFrame(index=["A"]), var=pd.DataFrame(index=["g0", "g1"]), layers={"score": np.array([[2.0, -2.0]])})
     np.testing.assert_array_equal(degs.deg_weights(table, ["A"], ["g0", "g1"]), [[0.0, 0.0]])
 
 
