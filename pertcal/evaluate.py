@@ -9,7 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pertcal.baselines import fold_data, fold_split, half_sum_means
+from pertcal.baselines import fold_data, fold_split
+from pertcal.reduce import half_means
 from pertcal.degs import deg_mask, deg_weights
 from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError, read_rows
@@ -45,7 +46,7 @@ def score_fold(
     pred = np.asarray(pred.toarray() if hasattr(pred, "toarray") else pred, dtype=np.float64)
     if not np.isfinite(pred).all():
         raise PertcalInputError(f"{source}: X has NaN or infinite predictions")
-    truth = half_sum_means(stats, "gt").loc[d.test, d.genes].to_numpy()
+    truth = half_means(stats, "gt").loc[d.test, d.genes].to_numpy()
     return score_predictions(
         pred,
         truth,
