@@ -23,5 +23,7 @@ rule predict_baseline:
         "benchmarks/predict_baseline/{dataset}/{task}/fold{fold}/{method}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("predict_baseline"),
     script:
         "../scripts/predict_baseline.py"

@@ -13,6 +13,8 @@ rule compute_drf:
         "benchmarks/compute_drf/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("compute_drf"),
     script:
         "../scripts/compute_drf.py"
 
@@ -28,6 +30,8 @@ rule collect_drf:
         "benchmarks/collect_drf/collect_drf.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("collect_drf"),
     script:
         "../scripts/collect_tables.py"
 
@@ -50,5 +54,7 @@ rule summarize_calibration:
         "benchmarks/summarize_calibration/summarize_calibration.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("summarize_calibration"),
     script:
         "../scripts/summarize_calibration.py"

@@ -6,6 +6,7 @@ import os
 import re
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from pertcal.harmonize import HARMONIZERS
@@ -154,12 +155,33 @@ MEMORY_KIND = {
 def memory_mb(rule_name):
     """mem_mb of a rule as a function of its job (chunk budget, or its inputs' size) and the retry attempt."""
     kind = MEMORY_KIND.get(rule_name, "tables")
-    return lambda wildcards, input, attempt: job_memory_mb(
-        kind,
-        chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind == "chunk" else 0,
-        input_mb=input.size_mb,
-        attempt=attempt,
-    )
+
+    def estimate(wildcards, input, attempt):
+        mb = job_memory_mb(
+            kind,
+            chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind == "chunk" else 0,
+            input_mb=input.size_mb,
+            attempt=attempt,
+        )
+        budget = local_memory_budget()
+        # Snakemake would shrink the request to the budget and run the job anyway: refuse instead
+        if budget is not None and mb > budget:
+            raise WorkflowError(
+                f"rule {rule_name} ({', '.join(f'{k}={v}' for k, v in wildcards.items())}) needs mem_mb={mb} but "
+                f"this run's memory budget is mem_mb={budget}: lower processing.chunk_nonzeros, give more with "
+                "--resources mem_mb=…, or run on a cluster (--profile slurm)"
+            )
+        return mb
+
+    return estimate
+
+
+def local_memory_budget():
+    """The memory (MB) a local run may hand out, or None on a cluster."""
+    if not workflow.local_exec:
+        return None
+    budget = workflow.global_resources.get("mem_mb")
+    return getattr(budget, "value", budget)
 
 
 def config_resources(rule_name):

@@ -40,5 +40,7 @@ rule convert_container:
         "benchmarks/convert_container/{model}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("convert_container"),
     script:
         "../scripts/convert_container.py"

@@ -16,5 +16,7 @@ rule test_degs:
         "benchmarks/test_degs/{dataset}_{half}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("test_degs"),
     script:
         "../scripts/test_degs.py"

@@ -17,6 +17,8 @@ rule download_dataset:
         "../envs/pertcal.yaml"
     # fetch retries network errors itself; a wrong checksum or a non-h5ad body would only be downloaded again
     retries: 0
+    resources:
+        **rule_resources("download_dataset"),
     script:
         "../scripts/download_dataset.py"
 
@@ -35,6 +37,8 @@ rule verify_source:
         "benchmarks/verify_source/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("verify_source"),
     script:
         "../scripts/verify_source.py"
 
@@ -53,5 +57,7 @@ rule simulate_dataset:
         "benchmarks/simulate_dataset/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("simulate_dataset"),
     script:
         "../scripts/simulate_dataset.py"

@@ -23,6 +23,8 @@ rule plot_drf_heatmap:
         "benchmarks/plot_drf_heatmap/interpolated_duplicate.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_drf_heatmap"),
     script:
         "../scripts/plot_drf_heatmap.py"
 
@@ -66,6 +68,8 @@ rule plot_drf_mse_vs_wmse:
         "benchmarks/plot_drf_mse_vs_wmse/plot_drf_mse_vs_wmse.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_drf_mse_vs_wmse"),
     script:
         "../scripts/plot_drf_mse_vs_wmse.py"
 
@@ -92,6 +96,8 @@ rule plot_drf_vs_degs:
         "benchmarks/plot_drf_vs_degs/plot_drf_vs_degs.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_drf_vs_degs"),
     script:
         "../scripts/plot_drf_vs_degs.py"
 
@@ -125,6 +131,8 @@ rule plot_forest:
         "benchmarks/plot_forest/{dataset}_{task}_{comparison}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_forest"),
     script:
         "../scripts/plot_forest.py"
 
@@ -147,6 +155,8 @@ rule plot_ideal_gap:
         "benchmarks/plot_ideal_gap/{dataset}_{task}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_ideal_gap"),
     script:
         "../scripts/plot_ideal_gap.py"
 
@@ -169,5 +179,7 @@ rule plot_control_strips:
         "benchmarks/plot_control_strips/{dataset}_{task}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_control_strips"),
     script:
         "../scripts/plot_control_strips.py"

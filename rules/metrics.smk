@@ -17,6 +17,8 @@ rule score_metrics:
         "benchmarks/score_metrics/{dataset}/{task}/fold{fold}/{method}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("score_metrics"),
     script:
         "../scripts/score_metrics.py"
 
@@ -32,6 +34,8 @@ rule collect_dataset_metrics:
         "benchmarks/collect_dataset_metrics/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("collect_dataset_metrics"),
     script:
         "../scripts/collect_metrics.py"
 
@@ -48,5 +52,7 @@ rule collect_metrics:
         "benchmarks/collect_metrics/collect_metrics.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("collect_metrics"),
     script:
         "../scripts/collect_tables.py"

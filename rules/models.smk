@@ -101,5 +101,7 @@ rule simulate_gene2go:
         "benchmarks/simulate_gene2go/{dataset}.tsv"
     conda:
         "../envs/gears.yaml"
+    resources:
+        **rule_resources("simulate_gene2go"),
     script:
         "../scripts/simulate_gene2go.py"

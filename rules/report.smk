@@ -21,6 +21,8 @@ rule render_dataset_summary:
         "benchmarks/render_dataset_summary/render_dataset_summary.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("render_dataset_summary"),
     script:
         "../scripts/render_dataset_summary.py"
 
@@ -42,6 +44,8 @@ rule write_run_config:
         "benchmarks/write_run_config/write_run_config.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("write_run_config"),
     script:
         "../scripts/write_run_config.py"
 
@@ -72,5 +76,7 @@ rule benchmark:
         "benchmarks/benchmark/benchmark.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("benchmark"),
     shell:
         "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"

@@ -15,6 +15,8 @@ rule split_halves:
         "benchmarks/split_halves/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("split_halves"),
     script:
         "../scripts/split_halves.py"
 
@@ -35,5 +37,7 @@ rule assign_folds:
         "benchmarks/assign_folds/{dataset}_{task}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("assign_folds"),
     script:
         "../scripts/assign_folds.py"

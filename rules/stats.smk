@@ -39,6 +39,8 @@ rule collect_stats:
         "benchmarks/collect_stats/collect_stats.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("collect_stats"),
     script:
         "../scripts/collect_tables.py"
 
@@ -63,5 +65,7 @@ rule tabulate_metrics:
         "benchmarks/tabulate_metrics/{dataset}_{task}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("tabulate_metrics"),
     script:
         "../scripts/tabulate_metrics.py"

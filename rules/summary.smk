@@ -16,6 +16,8 @@ rule summarize_dataset:
         "benchmarks/summarize_dataset/{dataset}.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("summarize_dataset"),
     script:
         "../scripts/summarize_dataset.py"
 
@@ -31,5 +33,7 @@ rule collect_summaries:
         "benchmarks/collect_summaries/collect_summaries.tsv"
     conda:
         "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("collect_summaries"),
     script:
         "../scripts/collect_tables.py"

@@ -15,7 +15,10 @@ PREPROCESS_MB = job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=0)
 
 def test_memory_estimates_closed_form():
     assert PREPROCESS_MB == int(BASE_MB + 25_000_000 * BYTES_PER_CHUNK_NONZERO / 2**20)
-    assert job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=10**6, attempt=2) == 2 * PREPROCESS_MB
+    # the chunk budget, not the (huge) input, bounds a cell-streaming stage; a retry asks for twice as much
+    assert job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=10**6, attempt=2) == int(
+        2 * (BASE_MB + 25_000_000 * BYTES_PER_CHUNK_NONZERO / 2**20)
+    )
     assert job_memory_mb("tables", chunk_nonzeros=0, input_mb=1000) == int(BASE_MB / 2 + 4 * 1000)
     assert job_memory_mb("obs", chunk_nonzeros=0, input_mb=10**6) == BASE_MB
     assert 0 < machine_memory_mb() < 2**30
@@ -25,14 +28,16 @@ def test_every_job_of_the_demo_declares_memory(workflow):
     out = workflow.run("-n", "--config", "run=demo").stdout
     jobs = re.findall(r"^rule (\w+):\n(.*?)(?:\n\n|\Z)", out, flags=re.M | re.S)
     assert len(jobs) > 100
-    undeclared = sorted({name for name, body in jobs if not re.search(r"\bmem_mb=\d+", body)})
+    # <TBD> in a dry run: the estimate is a function of input files that do not exist yet
+    undeclared = sorted({name for name, body in jobs if name != "all" and not re.search(r"\bmem_mb=(\d+|<TBD>)", body)})
     assert undeclared == [], undeclared
 
 
 def test_a_job_larger_than_the_memory_budget_is_refused(workflow):
     result = workflow.run("results/sim_wessels/qc.json", "-c2", "--resources", "mem_mb=1000", check=False)
     assert result.returncode != 0
-    assert re.search(r"Job needs mem_mb=\d+ but only mem_mb=1000", result.stderr + result.stdout)
+    assert re.search(r"rule \w+ \(dataset=sim_wessels\) needs mem_mb=\d+ but this run's memory budget is mem_mb=1000",
+                     result.stderr + result.stdout), result.stderr[-3000:]
     assert not (workflow.path / "results").exists()
 
 
