@@ -1,7 +1,8 @@
 """How much memory a stage's job declares (MB), and how much this machine has, so jobs are only run when they fit.
 
 Each stage is bounded by one of three things (docs/architecture.md, "Memory"): one chunk of cells read from disk
-plus per-cell obs tables ("chunk"), obs alone ("obs"), or a few copies of its perturbations × genes inputs ("tables").
+plus per-cell obs tables ("chunk"), that plus the (perturbation, half) × genes sums it accumulates ("reduce"), obs
+alone ("obs"), or its perturbations × genes inputs and their working copies ("tables").
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ from pathlib import Path
 
 BASE_MB = 1500  # interpreter + scientific libraries + obs of ~2M cells
 BYTES_PER_CHUNK_NONZERO = 64  # a chunk's float32/int32 arrays as read, as float64, and their per-stage temporaries
-INPUT_COPIES = 4  # a table stage holds its inputs, float64 working copies and its outputs
+INPUT_COPIES = 1.5  # a table stage reads part of its inputs (rows, layers) and holds working copies and outputs
+REDUCE_TABLES = 3  # Σx, Σx² and their mean, float64, per (perturbation, half) × gene
 CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")
 
 
-def job_memory_mb(kind: str, *, chunk_nonzeros: int, input_mb: float, attempt: int = 1) -> int:
-    """Declared memory (MB) of a job of the given kind; a retried job asks for `attempt` times as much."""
-    if kind == "chunk":
+def job_memory_mb(
+    kind: str, *, chunk_nonzeros: int, input_mb: float, perturbations: int = 0, genes: int = 0, attempt: int = 1
+) -> int:
+    """Declared memory (MB) of a job of the given kind; a retried job asks for `attempt` times as much.
+
+    `perturbations` and `genes` (control counted) size the sums of a "reduce" job: two halves each.
+    """
+    if kind in ("chunk", "reduce"):
         mb = BASE_MB + chunk_nonzeros * BYTES_PER_CHUNK_NONZERO / 2**20
+        if kind == "reduce":
+            mb += REDUCE_TABLES * 2 * perturbations * genes * 8 / 2**20
     elif kind == "obs":
         mb = BASE_MB
     elif kind == "tables":

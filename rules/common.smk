@@ -2,8 +2,10 @@
 import copy
 import difflib
 import inspect
+import json
 import os
 import re
+from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -144,7 +146,7 @@ def methods_of(dataset, task):
 # What bounds each stage's memory (pertcal.memory); every other rule holds a few copies of its P × G inputs.
 MEMORY_KIND = {
     "preprocess_dataset": "chunk",
-    "reduce_cells": "chunk",
+    "reduce_cells": "reduce",
     "split_halves": "obs",
     "assign_folds": "obs",
     "summarize_dataset": "obs",
@@ -157,10 +159,14 @@ def memory_mb(rule_name):
     kind = MEMORY_KIND.get(rule_name, "tables")
 
     def estimate(wildcards, input, attempt):
+        # a reduce job's sums are sized by what preprocessing kept (its qc.json input)
+        qc = json.loads(Path(input.qc).read_text()) if kind == "reduce" and Path(input.qc).exists() else {}
         mb = job_memory_mb(
             kind,
-            chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind == "chunk" else 0,
+            chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind in ("chunk", "reduce") else 0,
             input_mb=input.size_mb,
+            perturbations=qc.get("perturbations", 0) + 1,
+            genes=qc.get("genes", 0),
             attempt=attempt,
         )
         budget = local_memory_budget()

@@ -5,6 +5,8 @@ rule reduce_cells:
     input:
         adata="results/{dataset}/processed.h5ad",
         halves="results/{dataset}/halves.parquet",
+        # read only to size the job's memory (rules/common.smk memory_mb)
+        qc="results/{dataset}/qc.json",
     output:
         "results/{dataset}/stats.h5ad",
     params:

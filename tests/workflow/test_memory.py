@@ -11,6 +11,7 @@ from pertcal.memory import BASE_MB, BYTES_PER_CHUNK_NONZERO, job_memory_mb, mach
 
 pytestmark = pytest.mark.workflow
 PREPROCESS_MB = job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=0)
+PREPROCESS_MB_EXACT = BASE_MB + 25_000_000 * BYTES_PER_CHUNK_NONZERO / 2**20
 
 
 def test_memory_estimates_closed_form():
@@ -19,7 +20,11 @@ def test_memory_estimates_closed_form():
     assert job_memory_mb("chunk", chunk_nonzeros=25_000_000, input_mb=10**6, attempt=2) == int(
         2 * (BASE_MB + 25_000_000 * BYTES_PER_CHUNK_NONZERO / 2**20)
     )
-    assert job_memory_mb("tables", chunk_nonzeros=0, input_mb=1000) == int(BASE_MB / 2 + 4 * 1000)
+    assert job_memory_mb("tables", chunk_nonzeros=0, input_mb=10_000) == int(BASE_MB / 2 + 1.5 * 10_000)
+    # reduce: the chunk plus Σx, Σx² and means of 9,801 perturbations × 2 halves × 8,248 genes in float64
+    assert job_memory_mb("reduce", chunk_nonzeros=25_000_000, input_mb=0, perturbations=9801, genes=8248) == int(
+        PREPROCESS_MB_EXACT + 3 * 2 * 9801 * 8248 * 8 / 2**20
+    )
     assert job_memory_mb("obs", chunk_nonzeros=0, input_mb=10**6) == BASE_MB
     assert 0 < machine_memory_mb() < 2**30
 
