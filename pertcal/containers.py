@@ -32,10 +32,13 @@ _SHELL_PUNCTUATION = set("();<>|&")  # a token made only of these ends a command
 # conda-forge/bioconda names that differ from the PyPI names pyproject.toml pins.
 CONDA_TO_PYPI = {"matplotlib-base": "matplotlib", "snakemake-minimal": "snakemake", "pytorch": "torch"}
 
-# Which pinned project dependencies each deployment group carries (env file stem = group).
-GROUP_EXTRAS = {"pertcal": (), "models": (), "gears": ("gears",)}
+# Which of pyproject's pinned dependencies each deployment group (env file stem) leaves out. The README's one
+# install carries everything a local run needs; a job's env or image carries only what its rules import.
+# Only the head process builds `--report`, so no job needs pygments.
+_HEAD_ONLY = {"pygments"}
+_GEARS = {"cell-gears", "torch-geometric"}
 # Core stages never import torch; leaving it out keeps the CPU image and env free of CUDA wheels.
-GROUP_OMITS = {"pertcal": {"torch"}, "models": set(), "gears": set()}
+GROUP_OMITS = {"pertcal": {"torch"} | _GEARS | _HEAD_ONLY, "models": _GEARS | _HEAD_ONLY, "gears": _HEAD_ONLY}
 
 
 def recipe_sections(path) -> list[str]:
@@ -188,12 +191,9 @@ def check_recipe(path):
     return recipe
 
 
-def project_pins(pyproject, extras=()) -> dict[str, str]:
-    """Exact pins {canonical name: version} of pyproject's dependencies plus the named optional extras."""
-    project = tomllib.loads(Path(pyproject).read_text())["project"]
-    reqs = list(project["dependencies"])
-    for extra in extras:
-        reqs += project["optional-dependencies"][extra]
+def project_pins(pyproject) -> dict[str, str]:
+    """Exact pins {canonical name: version} of pyproject's dependencies."""
+    reqs = tomllib.loads(Path(pyproject).read_text())["project"]["dependencies"]
     bad = unpinned(reqs)
     if bad:
         raise PertcalInputError(f"{pyproject}: field dependencies: not exact pins: {', '.join(bad)}")
@@ -202,7 +202,7 @@ def project_pins(pyproject, extras=()) -> dict[str, str]:
 
 def group_pins(pyproject, group: str) -> dict[str, str]:
     """The pins a deployment group (pertcal, models, gears) must carry, taken from pyproject."""
-    wanted = project_pins(pyproject, GROUP_EXTRAS[group])
+    wanted = project_pins(pyproject)
     return {name: v for name, v in wanted.items() if name not in GROUP_OMITS[group]}
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+from pertcal.models.jobs import folds as model_folds, missing_distributions
 
 from pertcal.harmonize import HARMONIZERS
 from pertcal.io import PertcalInputError
@@ -135,12 +138,38 @@ def baselines_of(task):
     return [b for b in config["baselines"] if task in BASELINE_TASKS.get(b, {"single", "combo"})]
 
 
+def is_simulated(dataset):
+    return "simulate" in dataset_cfg(dataset)["source"]
+
+
+def method_folds(dataset, task, method):
+    """The folds a method is scored on: every fold, except a model's `simulated_folds` on simulated data."""
+    if method not in MODELS:
+        return folds_of(dataset, task)
+    return model_folds(MODELS[method], folds_of(dataset, task), simulated=is_simulated(dataset))
+
+
 def models_of(task):
     return [m for m, spec in MODELS.items() if task in spec.get("tasks", ["single", "combo"])]
 
 
 def methods_of(dataset, task):
     return baselines_of(task) + models_of(task)
+
+
+def installed_model(method):
+    """`method`, once its Python packages are found. Without a conda env or image for its jobs, a model whose
+    packages are not installed is refused while the DAG is built, not with a traceback after the data stages."""
+    implementation = MODELS[method].get("model", method)
+    missing = missing_distributions(implementation)
+    deployed = {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER} & workflow.deployment_settings.deployment_method
+    if missing and not deployed:
+        raise WorkflowError(
+            f"config 'models': {method!r} ({implementation}) needs the Python package(s) {', '.join(missing)}, "
+            "which are not installed: run `python -m pip install -e .` from the repository root, or run with "
+            "--software-deployment-method conda (or apptainer)"
+        )
+    return method
 
 
 # What bounds each stage's memory (pertcal.memory); every other rule holds a few copies of its P × G inputs.
@@ -224,7 +253,8 @@ def fold_outputs(pattern, datasets=None, methods=None):
         for task in tasks_of(ds):
             for fold in folds_of(ds, task):
                 for method in methods or methods_of(ds, task):
-                    out.append(pattern.format(dataset=ds, task=task, fold=fold, method=method))
+                    if fold in method_folds(ds, task, method):
+                        out.append(pattern.format(dataset=ds, task=task, fold=fold, method=method))
     return out
 
 
@@ -268,9 +298,7 @@ CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_dupli
 
 def simulated_truth(wildcards):
     """Ground-truth tables of the run's simulated datasets, by dataset."""
-    return {
-        ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if "simulate" in dataset_cfg(ds)["source"]
-    }
+    return {ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if is_simulated(ds)}
 
 
 wildcard_constraints:

@@ -10,19 +10,21 @@ if MODEL_BASELINE_CLASH:
     raise ValueError(f"config 'models': {MODEL_BASELINE_CLASH[0]!r} is also a baseline name; rename the model")
 
 model_params = lambda wc: model_jobs.job_params(
-    MODELS[wc.method],
+    MODELS[installed_model(wc.method)],
     seed=config["seed"],
     dataset=wc.dataset,
-    simulated="simulate" in dataset_cfg(wc.dataset)["source"],
+    simulated=is_simulated(wc.dataset),
 )
 model_resources = lambda rule_name: {
     key: (
         lambda wc, attempt, key=key: model_jobs.resource(
-            MODELS[wc.method], key, config_resources(rule_name), attempt
+            MODELS[wc.method], key, config_resources(rule_name), attempt, simulated=is_simulated(wc.dataset)
         )
     )
     for key in model_jobs.resource_keys(MODELS, config_resources(rule_name))
 }
+# local cores of a job = the CPUs it asks a cluster for
+model_threads = lambda rule_name: model_resources(rule_name)["cpus_per_task"]
 
 
 rule train_model:
@@ -39,7 +41,7 @@ rule train_model:
         model=lambda wc: MODELS[wc.method].get("model", wc.method),
         hyper=lambda wc: json.dumps(model_params(wc), sort_keys=True),
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", config_resources("train_model"))
+    threads: model_threads("train_model")
     log:
         "logs/train_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:
@@ -68,7 +70,7 @@ rule predict_model:
     params:
         source=source_fingerprint,
         device=lambda wc: MODELS[wc.method].get("device", "auto"),
-    threads: lambda wc: model_jobs.resource(MODELS[wc.method], "cpus_per_task", config_resources("predict_model"))
+    threads: model_threads("predict_model")
     log:
         "logs/predict_model/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,25 @@ PARAMS = {
     "seed": TRAINING["seed"],
 }
 FILES = ("gene2go_path",)
+
+
+def _import_gears() -> None:
+    """Import cell-gears with a placeholder for dcor, which it imports only for `get_coeffs` (its genetic-interaction
+    analysis, never called here): dcor compiles numba kernels at every import, ≈ 10 CPU-s, a quarter of a demo
+    GEARS job. The placeholder leaves sys.modules right after, so a later `import dcor` loads the real package."""
+    if "gears" in sys.modules or "dcor" in sys.modules:
+        return
+    placeholder = types.ModuleType("dcor")
+
+    def distance_correlation(*args, **kwargs):
+        raise RuntimeError("pertcal imported cell-gears without dcor; import dcor before gears to use get_coeffs")
+
+    placeholder.distance_correlation = distance_correlation
+    sys.modules["dcor"] = placeholder
+    try:
+        import gears  # noqa: F401  (gears.utils binds the placeholder's distance_correlation)
+    finally:
+        del sys.modules["dcor"]
 
 
 def gears_condition(perturbation: str) -> str:
@@ -183,6 +204,7 @@ class GearsModel:
 
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit GEARS on the fold's train (+ control) cells, select on val cells; returns (checkpoint, curve)."""
+        _import_gears()
         from gears import GEARS, PertData
         from gears.utils import GeneSimNetwork, loss_fct, uncertainty_loss_fct
 
@@ -262,6 +284,7 @@ class GearsModel:
 
     def predict(self, checkpoint: dict, fold: FoldCells, params: dict, device: torch.device) -> pd.DataFrame:
         """Mean GEARS prediction over sampled control cells for each test perturbation (GEARS.predict's recipe)."""
+        _import_gears()
         from gears.model import GEARS_Model
         from gears.utils import create_cell_graph_for_prediction
         from torch_geometric.loader import DataLoader

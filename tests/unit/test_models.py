@@ -268,6 +268,14 @@ def test_gears_is_deterministic_across_processes(screen, tmp_path):
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
 
 
+def test_gears_is_imported_without_compiling_dcor():
+    """A fresh process: cell-gears loads, dcor (its genetic-interaction analysis only) does not, and stays loadable."""
+    code = ("import sys; from pertcal.models.gears_model import _import_gears; _import_gears(); "
+            "import gears.utils as u; print('dcor' in sys.modules, u.distance_correlation.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["False", "pertcal.models.gears_model"]
+
+
 def test_gears_requires_a_gene2go_file(screen, tmp_path, capsys):
     path, _, _ = screen
     assert _train(path, "single", "gears", {"epochs": 1}, tmp_path / "c") == 2

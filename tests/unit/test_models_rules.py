@@ -87,3 +87,31 @@ def test_resources_come_from_the_model_then_the_rule_then_fallbacks_and_memory_g
     assert jobs.resource(specs["a"], "runtime", rule) == 30 and jobs.resource(specs["b"], "gpu", rule) == 0
     assert jobs.resource(specs["b"], "mem_mb", rule, attempt=2) == 8000
     assert jobs.resource(specs["b"], "slurm_partition", rule) == ""
+
+
+def test_simulated_resources_and_folds_replace_the_models_own_on_simulated_data_only():
+    spec = {"resources": {"cpus_per_task": 4, "gpu": 1}, "simulated_resources": {"cpus_per_task": 1},
+            "simulated_folds": 2}
+    assert "qos" in jobs.resource_keys({"a": {"simulated_resources": {"qos": "short"}}}, {})
+    assert [jobs.resource(spec, "cpus_per_task", {}, simulated=s) for s in (False, True)] == [4, 1]
+    assert jobs.resource(spec, "gpu", {}, simulated=True) == 1
+    assert jobs.folds(spec, [0, 1, 2, 3, 4], simulated=True) == [0, 1]
+    assert jobs.folds(spec, [0, 1, 2, 3, 4], simulated=False) == jobs.folds({}, [0, 1, 2, 3, 4], simulated=True)
+
+
+def test_demo_models_run_on_two_folds_of_a_simulated_dataset_with_one_thread(workdir):
+    """The full demo plans every baseline on every fold, and the models on folds 0 and 1 only, each on one core."""
+    result = _dry_run(workdir, "results/sim_gwps/metrics.parquet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    planned = _jobs(result.stdout)
+    scored = {tuple(out.split("/")[-2:]) for (rule, out) in planned if rule == "score_metrics"}
+    assert {f for f, m in scored if m == "mean.parquet"} == {f"fold{k}" for k in range(5)}
+    assert {f for f, m in scored if m == "gears.parquet"} == {"fold0", "fold1"}
+    trains = [block for (rule, _), block in planned.items() if rule == "train_model"]
+    assert len(trains) == 10 and all("--threads 1" in block for block in trains)
+
+
+def test_a_missing_package_is_found_without_importing_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_geometric", None)  # find_spec then reports it absent
+    assert jobs.missing_distributions("gears") == ["torch-geometric"]
+    assert jobs.missing_distributions("fmlp") == []

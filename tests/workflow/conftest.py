@@ -12,7 +12,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 # What a checkout needs to run the workflow; results/, resources/ and .snakemake/ stay behind.
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "containers")
+# `slurm` is the top-level link to profiles/slurm that `--profile slurm` finds.
+WORKFLOW_FILES = (
+    "Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "slurm", "envs", "report", "containers",
+)
 
 
 class Workflow:
@@ -86,6 +89,7 @@ def workflow(make_workflow) -> Workflow:
 # benchmark stages end to end in a couple of minutes. Models have their own workflow tests.
 SMALL_DEMO = {"run": ["sim_gwps", "sim_wessels"], "processing": {"n_folds_single": 3}, "stats": {"n_resamples": 1000}}
 SMALL_DEMO_TARGETS = ("results/benchmark.done", "results/calibration/summary.json", "results/metrics.parquet")
+SMALL_DEMO_STDERR = "small_demo.stderr"
 
 
 @pytest.fixture(scope="session")
@@ -93,5 +97,7 @@ def small_demo(tmp_path_factory) -> Workflow:
     """One run of SMALL_DEMO to its targets, shared by the tests that read its outputs (and must not change them)."""
     wf = Workflow(tmp_path_factory.mktemp("small_demo") / "workflow")
     wf.replace_config(models={})
-    wf.run(*SMALL_DEMO_TARGETS, "-c2", config=SMALL_DEMO)
+    result = wf.run(*SMALL_DEMO_TARGETS, "-c2", config=SMALL_DEMO)
+    # kept for tests of what the run printed (script jobs' Python warnings reach Snakemake's stderr, not their logs)
+    (wf.path / SMALL_DEMO_STDERR).write_text(result.stderr)
     return wf
