@@ -19,12 +19,6 @@ LABELS = ["control"] * 40 + ["G0001"] * 20 + ["G0002"] * 20 + ["G0003"] * 20
 COUNTS = np.random.default_rng(2).poisson(3, size=(len(LABELS), 30)).astype(np.float32)
 
 
-def config_for(path):
-    """A user's dataset at `path` with two single-task folds (three perturbations are enough)."""
-    config = user_dataset(path)
-    config["datasets"]["mine"]["processing"]["n_folds_single"] = 2
-    return config
-
 
 def scaled(x):
     return x / 50
@@ -66,7 +60,7 @@ def test_unbenchmarkable_data_refused_at_preprocessing(workflow, tmp_path, item,
     write_raw(path, **raw)
     if damage:
         damage(path)
-    result = workflow.run("results/mine/drf.parquet", "-c1", config=config_for(path), check=False)
+    result = workflow.run("results/mine/drf.parquet", "-c1", config=user_dataset(path), check=False)
     assert result.returncode != 0, item
     log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
     assert "dataset 'mine'" in log and str(path) in log, log[-2000:]
@@ -83,7 +77,7 @@ def test_duplicate_cell_names_made_unique_and_some_missing_targets_reported(work
         names = f["obs"][index][:]
         names[1] = names[0]
         f["obs"][index][:] = names
-    result = workflow.run("results/mine/processed.h5ad", "-c1", config=config_for(path))
+    result = workflow.run("results/mine/processed.h5ad", "-c1", config=user_dataset(path))
     log = (workflow.path / "logs" / "preprocess_dataset" / "mine.log").read_text()
     assert "1 duplicate cell names in obs made unique" in log
     assert "1 of 3 perturbed targets are not among the genes" in result.stderr  # on the terminal, not only the log

@@ -29,7 +29,7 @@ def user_dataset(path, **extra):
     return {
         "run": ["mine"],
         "datasets": {"mine": {"source": {"path": str(path)}, "modality": "CRISPRi", **extra,
-                              "processing": {"min_genes_per_cell": 1, "n_hvg": 20}}},
+                              "processing": {"min_genes_per_cell": 1, "n_hvg": 20, "n_folds_single": 2}}},
     }
 
 
