@@ -189,7 +189,7 @@ def memory_mb(rule_name):
 
     def estimate(wildcards, input, attempt):
         # a reduce job's sums are sized by what preprocessing kept (its qc.json input)
-        qc = json.loads(Path(input.qc).read_text()) if kind == "reduce" and Path(input.qc).exists() else {}
+        qc = read_qc(input.qc) if kind == "reduce" else {}
         mb = job_memory_mb(
             kind,
             chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind in ("chunk", "reduce") else 0,
@@ -209,6 +209,14 @@ def memory_mb(rule_name):
         return mb
 
     return estimate
+
+
+def read_qc(path):
+    """A qc.json's counts, or {} where it is not written yet (dry runs, --touch)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def local_memory_budget():
