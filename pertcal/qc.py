@@ -228,6 +228,28 @@ def _targets_present(labels: pd.Series, genes: pd.Index, where: str, report: dic
     return is_target
 
 
+def _combos_without_singles(labels: pd.Series, tasks: list[str], where: str, report: dict) -> None:
+    """List (in the report and on the terminal) combos one of whose single perturbations is not in the data.
+
+    The additive baseline builds a combo from its singles' effects; for these it can only use the singles present.
+    """
+    if "combo" not in tasks:
+        return
+    perts = set(labels[labels != CONTROL].unique())
+    incomplete = {}
+    for combo in sorted(p for p in perts if len(targets_of(p)) > 1):
+        missing = [t for t in targets_of(combo) if t not in perts]
+        if missing:
+            incomplete[combo] = missing
+    report["combos_missing_singles"] = incomplete
+    if incomplete:
+        shown = "; ".join(f"{c}: missing {', '.join(m)}" for c, m in list(incomplete.items())[:20])
+        log.warning(
+            "%s: %d combos lack a single perturbation after QC, so the additive baseline cannot build them from "
+            "both singles (listed in qc.json combos_missing_singles): %s", where, len(incomplete), shown,
+        )
+
+
 def check_benchmarkable(labels: pd.Series, *, tasks: list[str], processing: dict, where: str) -> int:
     """The number of perturbations kept; refuse a dataset with fewer than two, or fewer than a task's folds need."""
     perts = pd.Index(labels[labels != CONTROL].unique())
@@ -291,6 +313,7 @@ def preprocess(
     kept[kept] = cap_cells(labels[kept], max_control_cells=processing["max_control_cells"], seed=seed)
     cell_labels = raw.perturbation[kept]
     n_perturbations = check_benchmarkable(cell_labels, tasks=tasks, processing=processing, where=where)
+    _combos_without_singles(cell_labels, tasks, where, report)
     cells = np.zeros(len(raw.keep), dtype=bool)
     cells[np.flatnonzero(raw.keep)[kept]] = True
 

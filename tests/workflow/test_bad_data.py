@@ -84,3 +84,22 @@ def test_duplicate_cell_names_made_unique_and_some_missing_targets_reported(work
     qc = json.loads((workflow.path / "results" / "mine" / "qc.json").read_text())
     assert qc["missing_targets"] == ["NOTAGENE"]
     assert ad.read_h5ad(workflow.path / "results" / "mine" / "processed.h5ad").obs_names.is_unique
+
+
+def test_combos_missing_a_single_are_named_at_preprocessing_and_by_the_additive_baseline(workflow, tmp_path):
+    # item 9: G0003 and G0004 were never perturbed alone, so two combos cannot be built from both singles
+    combos = ["G0001+G0002"] * 20 + ["G0001+G0003"] * 20 + ["G0002+G0004"] * 20
+    labels = ["control"] * 40 + ["G0001"] * 20 + ["G0002"] * 20 + combos
+    path = tmp_path / "mine.h5ad"
+    write_raw(path, labels=labels)
+    config = user_dataset(path, tasks=["combo"])
+    config["datasets"]["mine"]["processing"]["n_folds_combo"] = 2
+    targets = [f"results/mine/predictions/combo/fold{f}/additive.h5ad" for f in (0, 1)]
+    result = workflow.run(*targets, "-c1", config=config)
+    assert "2 combos lack a single perturbation after QC" in result.stderr  # on the terminal
+    assert "G0001+G0003: missing G0003; G0002+G0004: missing G0004" in result.stderr
+    qc = json.loads((workflow.path / "results" / "mine" / "qc.json").read_text())
+    assert qc["combos_missing_singles"] == {"G0001+G0003": ["G0003"], "G0002+G0004": ["G0004"]}
+    noted = [note for t in targets for note in ad.read_h5ad(workflow.path / t).uns.get("incomplete_combos", [])]
+    tested = [p for t in targets for p in ad.read_h5ad(workflow.path / t).obs_names if p != "G0001+G0002"]
+    assert sorted(noted) == sorted(f"{p}: missing {p.split('+')[1]}" for p in tested)
