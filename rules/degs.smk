@@ -2,6 +2,12 @@
 # users and the (perturbations × genes) matrices that the later stages read by name.
 
 
+def rest_includes_controls(wildcards):
+    """Whether this half's DEG test keeps the control cells in the rest: the td half of a dataset whose recipe says so
+    (processing.td_rest_includes_controls). A param, so toggling it reruns only the td test and what reads it."""
+    return wildcards.half == "td" and dataset_cfg(wildcards.dataset)["processing"]["td_rest_includes_controls"]
+
+
 rule test_degs:
     input:
         "results/{dataset}/stats.h5ad",
@@ -10,6 +16,7 @@ rule test_degs:
         matrix="results/{dataset}/degs_{half}.h5ad",
     params:
         min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
+        rest_includes_controls=rest_includes_controls,
     log:
         "logs/test_degs/{dataset}_{half}.log",
     benchmark:
