@@ -50,6 +50,8 @@ def test_outputs_complete_and_consistent(small_run):
         "interpolated_duplicate",
         "technical_duplicate",
     }
+    # NIR reaches the calibration table (the published calibration script never computed it)
+    assert "nir" in set(drf["metric"])
     summary = pd.read_csv(res / "summary.csv")
     assert list(summary["dataset"]) == ["sim_gwps", "sim_wessels"]
     processed = ad.read_h5ad(res / "sim_gwps" / "processed.h5ad", backed="r")
