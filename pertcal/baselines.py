@@ -119,30 +119,37 @@ def additive(d: FoldData, **_) -> pd.DataFrame:
     return pred
 
 
-def linear_fit(y_train: np.ndarray, train_targets: np.ndarray, *, n_components: int, ridge: float):
-    """Ahlmann-Eltze linear model on a genes × perturbations pseudobulk: returns (G_emb (genes × K), W (K × K), b (genes,)).
+def linear_fit(y_train: np.ndarray, fit_columns: np.ndarray, train_targets: np.ndarray, *, n_components: int, ridge: float):
+    """Ahlmann-Eltze linear model on a genes × train perturbations pseudobulk `y_train`: (G (genes × K), W (K × K), b).
 
-    b = row means; G_emb = top-K PCA scores of the genes; P = G_emb rows of the train targets;
-    W = (GᵀG + λI)⁻¹ Gᵀ (Y − b) P (PᵀP + λI)⁻¹.
+    G = the top-K principal axes in gene space of the train perturbations (sklearn PCA(K).fit(y_trainᵀ).components_ᵀ:
+    left singular vectors of y_train with each gene centred on its mean over perturbations); then on the columns
+    `fit_columns` (perturbations whose target gene `train_targets` is a read-out gene): Y, b = Y's row means,
+    P = G[train_targets], W = (GᵀG + λI)⁻¹ Gᵀ (Y − b) P (PᵀP + λI)⁻¹.
     """
-    b = y_train.mean(axis=1)
-    centered = y_train - b[:, None]
-    # PCA of genes (rows) over perturbations (columns), columns centred as prcomp does
-    u, s, _ = np.linalg.svd(centered - centered.mean(axis=0), full_matrices=False)
-    k = min(n_components, s.size)
-    g = u[:, :k] * s[:k]
+    centred_all = y_train - y_train.mean(axis=1, keepdims=True)
+    u, _, _ = np.linalg.svd(centred_all, full_matrices=False)
+    # Centring leaves rank ≤ perturbations − 1: an axis beyond it would be an arbitrary null direction.
+    k = min(n_components, y_train.shape[1] - 1, y_train.shape[0])
+    g = u[:, :k]
+    y = y_train[:, fit_columns]
+    b = y.mean(axis=1)
     p = g[train_targets]
     eye = np.eye(k)
-    w = np.linalg.solve(g.T @ g + ridge * eye, g.T @ centered @ p) @ np.linalg.inv(p.T @ p + ridge * eye)
+    w = np.linalg.solve(g.T @ g + ridge * eye, g.T @ (y - b[:, None]) @ p) @ np.linalg.inv(p.T @ p + ridge * eye)
     return g, w, b
 
 
 def linear(d: FoldData, *, n_components: int = 10, ridge: float = 0.1, **_) -> pd.DataFrame:
-    """Linear baseline for unseen singles; test perturbations whose target is not a selected gene get b (the train mean)."""
+    """Linear baseline for unseen singles; test perturbations whose target is not a read-out gene get b."""
     genes = d.genes
-    train = [p for p in d.train if "+" not in p and p in genes]
-    y = d.means.loc[train].to_numpy().T
-    g, w, b = linear_fit(y, genes.get_indexer(train), n_components=n_components, ridge=ridge)
+    singles = [p for p in d.train if "+" not in p]
+    fit = np.array([p in genes for p in singles], dtype=bool)
+    y = d.means.loc[singles].to_numpy().T
+    g, w, b = linear_fit(
+        y, np.flatnonzero(fit), genes.get_indexer([p for p, f in zip(singles, fit) if f]),
+        n_components=n_components, ridge=ridge,
+    )
     pred = np.tile(b, (len(d.test), 1))
     known = np.array([p in genes for p in d.test], dtype=bool)
     if known.any():

@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 
 
 def test_degs(
-    stats: ad.AnnData, half: str, *, min_cells: int = 4, block_size: int | None = None,
-    sink: Callable[[pa.Table], None] | None = None,
+    stats: ad.AnnData, half: str, *, min_cells: int = 4, rest_includes_controls: bool = False,
+    block_size: int | None = None, sink: Callable[[pa.Table], None] | None = None,
 ) -> ad.AnnData:
     """Welch t-test (scanpy's t-test_overestim_var) of each perturbation vs the rest of its half, in blocks of rows.
 
     `stats`: stats.h5ad, or only some of its rows (obs per (perturbation, half); layers `sum`, `sumsq` (R, G) float64).
-    Tested: non-control perturbations with >= `min_cells` cells in `half`; rest = the other tested ones' cells.
+    Tested: non-control perturbations with >= `min_cells` cells in `half`; rest = the other tested ones' cells, and
+    the half's control cells too if `rest_includes_controls` (then `stats` must hold the half's control row).
     Returns the (P_tested, G) DEG matrices (obs = tested perturbations in stats order, var = genes; layers
     MATRIX_LAYERS float32). `sink`, if given, receives each block's long rows (DEG_SCHEMA, all four values, float64).
     """
@@ -65,6 +66,11 @@ def test_degs(
     for rows in blocks:
         s_tot += s[rows].sum(axis=0)
         ss_tot += ss[rows].sum(axis=0)
+    if rest_includes_controls:
+        controls = _control_rows(stats, half)
+        n_tot += obs["n_cells"].to_numpy(dtype=np.float64)[controls].sum()
+        s_tot += s[controls].sum(axis=0)
+        ss_tot += ss[controls].sum(axis=0)
     sizes, size_code = np.unique(n[:, 0], return_inverse=True)
     silent = np.zeros((len(sizes), G))
     silent_p = _two_sided_p(*_welch(sizes[:, None], silent, silent, n_tot, s_tot, ss_tot)[:2])
@@ -115,6 +121,18 @@ def _validate_stats(stats: ad.AnnData, half: str) -> None:
             raise PertcalInputError(f"{dataset}: stats.h5ad: layer '{layer}' is missing")
     if half not in set(stats.obs["half"].astype(str)):
         raise PertcalInputError(f"{dataset}: stats.h5ad: obs field 'half' has no rows for half '{half}'")
+
+
+def _control_rows(stats: ad.AnnData, half: str) -> np.ndarray:
+    """Indices of the control rows of `half`; refused if there are none (a rest with controls needs them)."""
+    obs = stats.obs
+    rows = np.flatnonzero((obs["half"].astype(str) == half).to_numpy() & obs["is_control"].to_numpy(dtype=bool))
+    if not len(rows):
+        raise PertcalInputError(
+            f"{stats.uns.get('dataset', '?')}: stats.h5ad: no control row in half '{half}', but "
+            "processing.td_rest_includes_controls puts the control cells in the rest of its DEG test"
+        )
+    return rows
 
 
 def _test_block(n, s, ss, totals, silent_p, size_code) -> dict[str, np.ndarray]:

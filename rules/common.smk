@@ -122,6 +122,12 @@ def dataset_cfg(dataset):
     return cfg
 
 
+def rest_includes_controls(wildcards):
+    """Whether this half's DEG test keeps the control cells in the rest: the td half of a dataset whose recipe says so
+    (processing.td_rest_includes_controls). A param, so toggling it reruns only the td test and what reads it."""
+    return wildcards.half == "td" and dataset_cfg(wildcards.dataset)["processing"]["td_rest_includes_controls"]
+
+
 def tasks_of(dataset):
     return dataset_cfg(dataset)["tasks"]
 

@@ -10,6 +10,7 @@ rule test_degs:
         matrix="results/{dataset}/degs_{half}.h5ad",
     params:
         min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
+        rest_includes_controls=rest_includes_controls,
     log:
         "logs/test_degs/{dataset}_{half}.log",
     benchmark:

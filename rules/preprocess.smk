@@ -1,5 +1,12 @@
 # Harmonize labels, QC, normalize, cap cells, select genes.
 
+# The processing keys preprocessing reads: only they are its params, so changing a later stage's key (DEG test,
+# folds' val_fraction, deg_alpha) reruns that stage and what follows it, not the whole dataset.
+PREPROCESS_KEYS = (
+    "duplicate_genes", "min_genes_per_cell", "min_cells_per_gene", "min_cells_per_perturbation", "max_control_cells",
+    "target_sum", "n_hvg", "n_folds_single", "n_folds_combo",
+)
+
 
 rule preprocess_dataset:
     input:
@@ -14,7 +21,7 @@ rule preprocess_dataset:
         values=lambda wc: dataset_cfg(wc.dataset)["values"],
         modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
         cell_line=lambda wc: dataset_cfg(wc.dataset)["cell_line"],
-        processing=lambda wc: dataset_cfg(wc.dataset)["processing"],
+        processing=lambda wc: {k: dataset_cfg(wc.dataset)["processing"][k] for k in PREPROCESS_KEYS},
         tasks=lambda wc: tasks_of(wc.dataset),
         seed=config["seed"],
         chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],

@@ -66,9 +66,8 @@ def test_linear_fit_matches_kronecker_normal_equations(ridge):
     n_genes, n_perts, k = 12, 7, 3
     y = rng.normal(size=(n_genes, n_perts))
     targets = rng.choice(n_genes, size=n_perts, replace=False)
-    g, w, b = linear_fit(y, targets, n_components=k, ridge=ridge)
+    g, w, b = linear_fit(y, np.arange(n_perts), targets, n_components=k, ridge=ridge)
     np.testing.assert_allclose(b, y.mean(axis=1))
-    # G's columns are the top-k principal axes: G Gᵀ spans the same space as sklearn-free SVD of the centred data
     centred = y - b[:, None]
     p = g[targets]
     # vec(G W Pᵀ) = (P ⊗ G) vec(W): for ridge=0 W is the least-squares solution of the Kronecker system,
@@ -80,10 +79,41 @@ def test_linear_fit_matches_kronecker_normal_equations(ridge):
         left = np.kron(np.linalg.inv(p.T @ p + ridge * np.eye(k)), np.linalg.inv(g.T @ g + ridge * np.eye(k)))
         expected = left @ kron.T @ centred.ravel(order="F")
     np.testing.assert_allclose(w.ravel(order="F"), expected, atol=1e-8)
-    # top-k PCA scores of genes (columns centred): compare spans with the SVD of the column-centred matrix
-    cc = centred - centred.mean(axis=0)
-    u = np.linalg.svd(cc, full_matrices=False)[0][:, :k]
-    np.testing.assert_allclose(np.abs(g / np.linalg.norm(g, axis=0)), np.abs(u), atol=1e-8)
+
+
+def _linear_by_the_formula(means: pd.DataFrame, train: list[str], test: list[str], k: int, lam: float) -> pd.DataFrame:
+    """Ahlmann-Eltze's linear model transcribed from docs/method.md with sklearn's PCA, independent of pertcal."""
+    from sklearn.decomposition import PCA
+
+    singles = [p for p in train if "+" not in p]
+    pca = PCA(n_components=k, svd_solver="full").fit(means.loc[singles])  # perturbations × genes
+    G = pd.DataFrame(pca.components_.T, index=means.columns)  # genes × K
+    measured = [p for p in singles if p in G.index]
+    Y = means.loc[measured].T.to_numpy()  # genes × measured train perturbations
+    b = Y.mean(axis=1, keepdims=True)
+    P = G.loc[measured].to_numpy()
+    Gm = G.to_numpy()
+    I = np.eye(k)
+    W = np.linalg.inv(Gm.T @ Gm + lam * I) @ Gm.T @ (Y - b) @ P @ np.linalg.inv(P.T @ P + lam * I)
+    out = {p: (Gm @ W @ G.loc[p].to_numpy() + b[:, 0]) if p in G.index else b[:, 0] for p in test}
+    return pd.DataFrame(out, index=means.columns).T
+
+
+@pytest.mark.parametrize("ridge", [0.1, 3.0])
+def test_linear_equals_sklearn_pca_transcription_of_the_formula(ridge):
+    rng = np.random.default_rng(7)
+    genes = [f"g{i}" for i in range(40)]
+    # train singles: most target a read-out gene, two do not (they shape G, not W or b); a combo is ignored
+    train = genes[:22] + ["OUT1", "OUT2", "g0+g1"]
+    test = genes[22:30] + ["OUT3"]
+    base = rng.gamma(2.0, 1.0, 40)
+    means = pd.DataFrame(base + rng.normal(0, 0.5, (len(train) + len(test), 40)), index=train + test, columns=genes)
+    d = FoldData(means=means, td=means, train=train, test=test, degs_td=None, modality="CRISPRi")
+    ours = predict_baseline("linear", d, n_components=5, ridge=ridge)
+    expected = _linear_by_the_formula(means, train, test, 5, ridge)
+    pd.testing.assert_frame_equal(ours, expected.loc[ours.index], check_exact=False, rtol=1e-10, atol=1e-12)
+    # the embedding is unscaled (orthonormal loadings), so λ matters: a scores-based G would give other predictions
+    assert not np.allclose(ours, predict_baseline("linear", d, n_components=5, ridge=ridge * 10))
 
 
 def test_linear_predicts_recovered_structure_and_falls_back_to_mean():
@@ -189,3 +219,28 @@ def test_scores_ignore_matrix_row_order(screen):
     for gt in (paths["gt"], paths["gt_shuffled"]):
         part, degs_gt = read_scoring_inputs(paths["stats"], gt, folds, 0)
         pd.testing.assert_frame_equal(score_fold(prediction, part, folds, 0, degs_gt, deg_alpha=0.05), whole)
+
+
+def test_additive_uses_all_control_cells_in_every_fold(tmp_path):
+    # pertcal's choice (docs/method.md): control = mean of ALL control cells (both halves), the same in both folds;
+    # the published code used fold 0's training control cells for both folds.
+    rng = np.random.default_rng(11)
+    labels = np.repeat(["control", "A", "B", "C", "A+B", "A+C"], [40, 12, 12, 12, 10, 10])
+    x = np.log1p(rng.poisson(3.0, (labels.size, 6)) * rng.uniform(0.5, 2, (labels.size, 1))).astype(np.float32)
+    cells = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(labels.size)]),
+                       var=pd.DataFrame(index=[f"g{j}" for j in range(6)]))
+    x = x.astype(np.float64)
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    stats = reduce_file(tmp_path / "cells.h5ad", split_halves(cells.obs["perturbation"], seed=0), dataset="d",
+                        chunk_nonzeros=1000)
+    stats.write_h5ad(tmp_path / "stats.h5ad")
+    folds = pd.DataFrame({
+        "perturbation": ["A", "B", "C", "A+B", "A+C"] * 2, "fold": [0] * 5 + [1] * 5,
+        "split": ["train", "train", "train", "test", "val", "train", "train", "train", "val", "test"],
+    })
+    mean_of = {p: x[labels == p].mean(axis=0) for p in ("control", "A", "B", "C")}
+    for fold, combo in ((0, "A+B"), (1, "A+C")):
+        part, _ = read_baseline_inputs("additive", tmp_path / "stats.h5ad", folds, fold)
+        pred = predict_baseline("additive", fold_data(part, folds, fold, degs_td=None, modality="CRISPRi"))
+        a, b = combo.split("+")
+        np.testing.assert_allclose(pred.loc[combo], mean_of[a] + mean_of[b] - mean_of["control"], rtol=1e-12)

@@ -103,6 +103,49 @@ def test_matches_scanpy_rank_genes_groups(cells, block_size):
     assert (zero["score"] == 0).all() and (zero["pval"] == 1).all()
 
 
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # scanpy's own frame building
+def test_rest_with_controls_matches_scanpy_on_cells_with_controls(cells):
+    # The published td-half recipe of the combination datasets: rank_genes_groups over the half's tested
+    # perturbations AND its control cells (reference "rest"), control itself not reported.
+    X, labels, half = cells
+    h = "td"
+    stats = _stats_from_cells(X, labels, half)
+    ours = _long(stats, h, rest_includes_controls=True)
+    counts = pd.Series(labels[half == h]).value_counts()
+    tested = sorted(p for p, c in counts.items() if c >= 4 and p != "control")
+    assert sorted(ours["perturbation"].unique()) == tested
+
+    keep = (half == h) & np.isin(labels, [*tested, "control"])
+    adata = ad.AnnData(
+        X=X[keep].copy(),
+        obs=pd.DataFrame({"perturbation": pd.Categorical(labels[keep])}, index=[str(i) for i in range(keep.sum())]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])]),
+    )
+    sc.tl.rank_genes_groups(
+        adata, "perturbation", reference="rest", method="t-test_overestim_var", n_genes=adata.n_vars,
+        corr_method="benjamini-hochberg",
+    )
+    ref = sc.get.rank_genes_groups_df(adata, group=None).rename(columns={"group": "perturbation", "names": "gene"})
+    ref = ref[ref["perturbation"] != "control"].astype({"perturbation": str})
+    merged = ours.merge(ref, on=["perturbation", "gene"], how="outer", validate="one_to_one", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    np.testing.assert_allclose(merged["score"], merged["scores"], rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(merged["pval"], merged["pvals"], rtol=1e-6, atol=1e-300)
+    np.testing.assert_allclose(merged["pval_adj"], merged["pvals_adj"], rtol=1e-6, atol=1e-300)
+    np.testing.assert_allclose(merged["logfc"], merged["logfoldchanges"], rtol=1e-6, atol=1e-8)
+    # and the controls do change the test: without them the scores differ
+    without = _long(stats, h).set_index(["perturbation", "gene"])["score"]
+    assert not np.allclose(ours.set_index(["perturbation", "gene"])["score"].reindex(without.index), without)
+
+
+def test_rest_with_controls_needs_the_control_row(cells):
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    no_controls = stats[~stats.obs["is_control"].to_numpy()].copy()
+    with pytest.raises(PertcalInputError, match="toy: stats.h5ad: no control row in half 'td'"):
+        degs.test_degs(no_controls, "td", rest_includes_controls=True)
+
+
 def test_row_order_follows_stats_then_var(cells):
     X, labels, half = cells
     stats = _stats_from_cells(X, labels, half)

@@ -100,3 +100,43 @@ def test_compute_drf_rejects_missing_method_and_duplicates():
     table = _long(v | {("control", "A", "mse"): 2.0})
     with pytest.raises(PertcalInputError, match="duplicate"):
         compute_drf(pd.concat([table, table.iloc[[0]]]))
+
+
+def test_each_positive_control_has_its_own_drf_where_its_own_scores_are_defined():
+    # pertcal's bookkeeping (docs/method.md, "Departures"): the published loop iterated over the technical
+    # duplicate's scores, so it dropped the interpolated duplicate's DRF wherever the td score was NaN. Here the
+    # interpolated DRF of A stands on the interpolated and negative scores alone.
+    v = {
+        ("mean", "A", "mse"): 2.0, ("control", "A", "mse"): 3.0,
+        ("technical_duplicate", "A", "mse"): np.nan, ("interpolated_duplicate", "A", "mse"): 0.5,
+    }
+    got = compute_drf(_long(v)).set_index(["perturbation", "metric", "positive_control"])["drf"]
+    assert got[("A", "mse", "interpolated_duplicate")] == pytest.approx(1.5 / (2.0 + 1e-6))
+    assert ("A", "mse", "technical_duplicate") not in got.index
+
+
+def test_nir_is_scored_and_has_drf_rows():
+    # The published calibration script never computed NIR (it set run_centroid_analysis where its code read
+    # run_nir_analysis); here NIR is a metric like the others, from scoring to the DRF table.
+    from pertcal.metrics import score_predictions
+
+    rng = np.random.default_rng(0)
+    P, G = 12, 20
+    truth = rng.normal(size=(P, G))
+    control, mean = rng.normal(size=G), truth.mean(axis=0)
+    weights, mask = rng.uniform(size=(P, G)), rng.uniform(size=(P, G)) < 0.5
+    perts = [f"p{i}" for i in range(P)]
+    preds = {
+        "mean": np.tile(mean, (P, 1)), "control": np.tile(control, (P, 1)),
+        "technical_duplicate": truth + rng.normal(0, 0.3, (P, G)), "interpolated_duplicate": truth + rng.normal(0, 0.2, (P, G)),
+    }
+    tables = [
+        score_predictions(x, truth, control, mean, weights, mask, perts).assign(
+            dataset="d", task="single", fold=0, method=method)
+        for method, x in preds.items()
+    ]
+    drf = compute_drf(pd.concat(tables, ignore_index=True))
+    nir = drf[drf["metric"] == "nir"]
+    assert len(nir) == 2 * P and nir["drf"].notna().all()
+    # the mean baseline predicts one profile for all, so its NIR is 0 or ~0; a near-truth positive control gains
+    assert (nir["drf"] > 0).mean() > 0.9

@@ -203,6 +203,52 @@ def test_pca_embedding_is_the_principal_components_of_the_train_pseudobulk():
     assert embeddings.pca_embedding(pseudobulk[:3], emb.index, 5).shape == (40, 2)
 
 
+def test_fmlp_combo_encoding_and_prediction_use_every_target():
+    # The published fMLP trained a combination on its first target's embedding only; pertcal sums all targets.
+    from pertcal.models.fmlp import FMLP
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(3, 4)), index=["A", "B", "C"])
+    torch.manual_seed(0)
+    net = FMLP(emb_dim=4, n_genes=6, hidden_dim=8, latent_dim=5, cell_mean=np.zeros(6))
+
+    def predict(t):
+        members, rows, ok = embeddings.encode(["A+B", "A", "B+A"], t)
+        assert ok.all()
+        with torch.no_grad():
+            return net(torch.from_numpy(members), torch.from_numpy(rows)).numpy()
+
+    before = predict(table)
+    moved = table.copy()
+    moved.loc["B"] += 1.0  # only the second target's embedding row changes
+    after = predict(moved)
+    assert not np.allclose(before[0], after[0])  # A+B follows B
+    np.testing.assert_array_equal(before[1], after[1])  # A alone does not
+    np.testing.assert_allclose(before[0], before[2], rtol=1e-6)  # and the order of targets does not matter
+    # the combo's latent is the sum of both targets' latents (net: decoder(members @ encoder(rows)))
+    members, rows, _ = embeddings.encode(["A+B"], table)
+    with torch.no_grad():
+        latents = net.encoder(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(members @ latents, latents.sum(axis=0, keepdims=True), rtol=1e-6)
+
+
+def test_fmlp_training_encodes_train_combos_from_all_targets(screen, tmp_path, monkeypatch):
+    path, _, folds = screen
+    seen = {}
+    encode = embeddings.encode
+
+    def recording(perturbations, table):
+        members, rows, ok = encode(perturbations, table)
+        seen.update({p: int(m.sum()) for p, m in zip(perturbations, members)})
+        return members, rows, ok
+
+    monkeypatch.setattr(embeddings, "encode", recording)
+    assert _train(path, "combo", "fmlp", {**TINY_NET, "epochs": 1}, tmp_path / "ckpt") == 0
+    f = folds["combo"]
+    train_combos = f[(f["fold"] == 0) & (f["split"] == "train") & f["perturbation"].str.contains("+", regex=False)]
+    assert len(train_combos) and all(seen[p] == 2 for p in train_combos["perturbation"])
+
+
 def test_gears_condition_names():
     assert [gears_condition(p) for p in ("control", "KLF1", "CEBPA+KLF1")] == ["ctrl", "KLF1+ctrl", "CEBPA+KLF1"]
 

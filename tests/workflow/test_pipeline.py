@@ -50,6 +50,8 @@ def test_outputs_complete_and_consistent(small_run):
         "interpolated_duplicate",
         "technical_duplicate",
     }
+    # NIR reaches the calibration table (the published calibration script never computed it)
+    assert "nir" in set(drf["metric"])
     summary = pd.read_csv(res / "summary.csv")
     assert list(summary["dataset"]) == ["sim_gwps", "sim_wessels"]
     processed = ad.read_h5ad(res / "sim_gwps" / "processed.h5ad", backed="r")
@@ -85,6 +87,21 @@ def test_rerun_after_full_run_is_empty_and_one_dataset_edit_reruns_only_it(small
     datasets = {ds for _, ds in jobs}
     assert datasets == {"sim_gwps", ""}, jobs
     assert ("preprocess_dataset", "sim_gwps") in jobs
+
+
+def test_td_rest_option_reruns_only_the_td_deg_test_and_what_reads_it(small_run):
+    # sim_wessels mirrors wessels23's published recipe (controls in the td rest); switching it off is a param change
+    edited = {**SMALL, "datasets": {"sim_wessels": {"processing": {"td_rest_includes_controls": False}}}}
+    plan = small_run.run("-n", *TARGETS, config=edited).stdout
+    jobs = planned_jobs(plan)
+    assert {ds for _, ds in jobs} == {"sim_wessels", ""}, jobs
+    rules = {rule for rule, _ in jobs}
+    assert "test_degs" in rules and not rules & {"preprocess_dataset", "split_halves", "reduce_cells", "assign_folds"}
+    degs_jobs = re.findall(r"rule test_degs:.*?wildcards: ([^\n]+)", plan, re.S)
+    assert degs_jobs == ["dataset=sim_wessels, half=td"], degs_jobs
+    # of the baselines only the interpolated duplicate reads the td test
+    predicted = re.findall(r"rule predict_baseline:.*?wildcards: [^\n]*method=(\w+)", plan, re.S)
+    assert predicted and set(predicted) == {"interpolated_duplicate"}, predicted
 
 
 def test_single_dataset_target_plans_only_that_dataset(workflow):
