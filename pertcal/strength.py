@@ -15,9 +15,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertcal.cells import CellReader
+from pertcal.io import PertcalInputError
 from pertcal.stats import comparison_rng
 
 METHODS = ("mean", "technical_duplicate")
+
+
+def check_edges(edges, key: str, *, first: float, last: float | None = None) -> None:
+    """Refuse config bin edges (`analyses.<key>`) that do not increase strictly from `first` (to `last`)."""
+    if edges[0] != first or (last is not None and edges[-1] != last) or any(b <= a for a, b in zip(edges, edges[1:])):
+        bounds = f"from {first} to {last}" if last is not None else f"from {first}"
+        raise PertcalInputError(f"config 'analyses' field {key!r}: {list(edges)} must increase strictly {bounds}")
 
 
 def _bin_labels(edges) -> list[str]:
@@ -148,3 +156,23 @@ def titration_errors(
     for method, pred in references.items():
         out[f"mse_{method}"] = np.mean((pred.loc[draws["perturbation"]].to_numpy() - y) ** 2, axis=1)
     return out
+
+
+def fold_gene_errors(truth: pd.DataFrame, predictions: dict[str, pd.DataFrame], pval_adj: np.ndarray, edges) -> pd.DataFrame:
+    """binned_gene_errors of one fold: `predictions` (mean, technical_duplicate) are its test perturbations ×
+    genes; `truth` (perturbation × gene) and `pval_adj` (same rows and genes as the predictions) are matched by name
+    before the call."""
+    mean, duplicate = (predictions[m] for m in METHODS)
+    rows, genes = mean.index, mean.columns
+    return binned_gene_errors(
+        truth.loc[rows, genes].to_numpy(), mean.to_numpy(), duplicate.loc[rows, genes].to_numpy(), pval_adj, edges
+    )
+
+
+def titration_cells(halves: pd.DataFrame, cell_names: pd.Index, perturbations) -> dict[str, np.ndarray]:
+    """perturbation → row indices (in the processed file's cell order) of its td-half cells."""
+    td = halves[(halves["half"].astype(str) == "td") & halves["perturbation"].astype(str).isin(set(perturbations))]
+    rows = pd.Index(cell_names).get_indexer(td["cell"].astype(str))
+    if (rows < 0).any():
+        raise ValueError(f"halves table names {int((rows < 0).sum())} td-half cells the processed data lacks")
+    return {p: np.sort(r) for p, r in pd.Series(rows).groupby(td["perturbation"].astype(str).to_numpy(), sort=True)}

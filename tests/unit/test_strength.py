@@ -91,3 +91,15 @@ def test_titration_errors_against_hand_values():
     assert got["mse"].tolist() == [1.0, 2.0]
     assert got["mse_mean"].tolist() == [0.0, 4.0]
     assert got["stratum"].tolist() == ["0", "≥10"] and got["n_degs"].tolist() == [0, 12]
+
+
+def test_config_edges_are_checked():
+    from pertcal.strength import check_edges
+
+    check_edges([0, 0.05, 1], "pvalue_edges", first=0, last=1)
+    check_edges([0, 1, 10], "deg_strata", first=0)
+    for bad in ([0, 0.05], [0.01, 1], [0, 0.5, 0.5, 1]):
+        with pytest.raises(ValueError, match="'pvalue_edges'"):
+            check_edges(bad, "pvalue_edges", first=0, last=1)
+    with pytest.raises(ValueError, match="'deg_strata'"):
+        check_edges([1, 10], "deg_strata", first=0)
