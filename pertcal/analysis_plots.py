@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
 from pertcal.plots import A4_WIDTH, BETTER_COLOR, NEUTRAL_COLOR, STYLE, format_p
 from pertcal.quality import QUALITY_MEASURES
@@ -35,6 +36,9 @@ def drf_vs_quality(points: pd.DataFrame, rho: pd.DataFrame, *, positive_control:
             values = sel["value"].to_numpy()
             if values.size and values.min() > 0 and values.max() > 20 * values.min():
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.axhline(0, color="black", lw=0.5, ls=":")
             ax.set_ylim(-1.05, 1.05)
             ax.set_xlabel(QUALITY_MEASURES[measure])
@@ -121,6 +125,7 @@ def titration(table: pd.DataFrame, strata: list[str]) -> plt.Figure:
                         label="technical duplicate (all td cells)")
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(sizes, [str(s) for s in sizes])
+                ax.xaxis.set_minor_locator(NullLocator())
                 ax.set_yscale("log")
             axes[i, 0].set_ylabel("MSE vs gt half")
         for ax in axes[-1]:
