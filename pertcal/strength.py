@@ -116,7 +116,10 @@ def subsample_means(reader: CellReader, indicator: sp.csc_matrix) -> np.ndarray:
     out = np.zeros((indicator.shape[0], reader.shape[1]))
     used = np.diff(indicator.indptr) > 0
     for picked, x in reader.chunks(used, label="titration"):
-        out += (indicator[:, picked] @ x.astype(np.float64)).toarray()
+        part = indicator[:, picked].tocsr() @ x.astype(np.float64)
+        # only the draws with cells in this chunk: the dense temporary stays below the accumulator's size
+        touched = np.flatnonzero(np.diff(part.indptr))
+        out[touched] += part[touched].toarray()
     return out
 
 
