@@ -276,10 +276,8 @@ def compute(source: str, files: dict[str, str], params: dict, device: str = "aut
     if source == "esm2":
         from pertcal.models.training import pick_device
 
-        sequences = read_proteome(files["proteome"])
-        return esm2_embeddings(
-            _checkpoint_dir(source, files), sequences, device=str(pick_device(device)), **params
-        )
+        checkpoint = _checkpoint_dir(source, files)
+        return esm2_embeddings(checkpoint, read_proteome(files["proteome"]), device=str(pick_device(device)), **params)
     if source == "geneformer":
         return geneformer_embeddings(_checkpoint_dir(source, files), files["token_dictionary"], files["gene_name_id"])
     if source == "scgpt":

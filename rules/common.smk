@@ -365,8 +365,8 @@ def run_resources():
                             f"({', '.join(sorted(EMBEDDINGS)) or 'none configured'})"
                         )
                     names.update(EMBEDDINGS[m.group(1)]["files"].values())
-                elif path.startswith(LANDING_DIR + "/"):
-                    names.add(path.removeprefix(LANDING_DIR + "/"))
+                elif path.startswith(f"{LANDING_DIR}/"):
+                    names.add(path.removeprefix(f"{LANDING_DIR}/"))
     return sorted(names)
 
 
