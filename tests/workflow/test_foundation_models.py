@@ -144,3 +144,6 @@ def test_a_needed_resource_without_url_stops_the_run_before_any_job(workflow):
     assert "Job stats" not in out
     # the demo reads no external file: the same config plans
     assert workflow.run("-n", check=False, timeout=300).returncode == 0
+    # a model's panels must exist
+    wrong = workflow.run("-n", config={"models": {"fmlp_esm2": {"panels": ["publshed"]}}}, check=False, timeout=300)
+    assert "'fmlp_esm2' field panels names 'publshed'" in wrong.stdout + wrong.stderr
