@@ -30,6 +30,16 @@ def landing_path(name: str) -> str:
     return f"{LANDING_DIR}/{name}"
 
 
+def html_problem(path: Path) -> str | None:
+    """Why `path` looks like an HTML page (a login, consent or error page served with status 200), or None.
+
+    Checked before a digest is pinned on first use, so such a page is never trusted as the resource.
+    """
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return f"an HTML page, not the resource (starts with {head[:40]!r})" if head.startswith((b"<!doctype html", b"<html")) else None
+
+
 def read_lock(path: str | os.PathLike) -> dict[str, str]:
     """The lock file's {resource name: sha256}; {} when it does not exist yet."""
     try:
@@ -89,8 +99,9 @@ def fetch_resource(
         if pinned
         else f"Fix its url in config.yaml 'resources', or put the file at {dest} yourself."
     )
-    fetch(urls, dest, sha256=pinned, size=size, what=f"resource {name!r} (sha256 from {source})", fix=fix,
-          **fetch_options)  # fmt: skip
+    what = f"resource {name!r}" + (f" (sha256 from {source})" if pinned else "")
+    check = None if name.lower().endswith((".html", ".htm")) else html_problem
+    fetch(urls, dest, sha256=pinned, size=size, what=what, fix=fix, check=check, **fetch_options)
     if pinned:
         return pinned.lower()
     digest = file_sha256(dest)

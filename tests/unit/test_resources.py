@@ -62,6 +62,14 @@ def test_bytes_that_changed_since_the_first_download_are_refused(server, tmp_pat
     assert read_lock(lock) == {"model.bin": SHA}
 
 
+def test_an_html_page_served_as_the_file_is_refused_and_never_pinned(server, tmp_path):
+    server.body = b"\n  <!DOCTYPE html><html><body>Sign in to continue</body></html>"
+    dest, lock = tmp_path / "best_model.pt", tmp_path / "lock.yaml"
+    with pytest.raises(DownloadError, match="HTML page"):
+        fetch_resource("scgpt/best_model.pt", [server.url("/m")], dest, lock=lock, **FAST)
+    assert not dest.exists() and not lock.exists()
+
+
 def test_lock_keeps_every_pin_and_other_names_are_pinned_independently(server, tmp_path):
     lock = tmp_path / "lock.yaml"
     lock.write_text(yaml.safe_dump({"other.gmt": "a" * 64}))
