@@ -337,11 +337,10 @@ def embedding_files(source):
 def embedding_tables(wildcards):
     """{source: embedding table} read by the dataset's models (`embedding_file`): the coverage the summary reports.
     A table of resources/embeddings/ is named by its source, any other by its file name."""
-    out = {}
+    out, ds = {}, wildcards.dataset
     for method, spec in MODELS.items():
-        if not runs_on(method, wildcards.dataset):
+        if not runs_on(method, ds):
             continue
-        ds = wildcards.dataset
         path = model_jobs.job_params(spec, seed=config["seed"], dataset=ds, simulated=is_simulated(ds)).get("embedding_file")
         if path:
             out[re.sub(r"\W", "_", Path(path).name.split(".")[0])] = path
@@ -358,12 +357,9 @@ def run_resources():
                 continue
             params = model_jobs.job_params(spec, seed=config["seed"], dataset=ds, simulated=is_simulated(ds))
             for path in model_jobs.input_files(params):
-                if m := re.fullmatch(r"resources/embeddings/(\w+)\.parquet", path):
-                    if m.group(1) not in EMBEDDINGS:
-                        raise PertcalInputError(
-                            f"config 'models': {method!r} reads {path}, but 'embeddings' has no source {m.group(1)!r} "
-                            f"({', '.join(sorted(EMBEDDINGS)) or 'none configured'})"
-                        )
+                # a table of resources/embeddings/ that no configured source makes is the user's own file
+                m = re.fullmatch(r"resources/embeddings/(\w+)\.parquet", path)
+                if m and m.group(1) in EMBEDDINGS:
                     names.update(EMBEDDINGS[m.group(1)]["files"].values())
                 elif path.startswith(f"{LANDING_DIR}/"):
                     names.add(path.removeprefix(f"{LANDING_DIR}/"))
