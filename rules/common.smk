@@ -1,6 +1,7 @@
 # Config loading, schema validation, the run's dataset list, and input functions. No computation.
 import copy
 import difflib
+import importlib.util
 import inspect
 import json
 import os
@@ -332,6 +333,23 @@ def simulated_truth(wildcards):
 def embedding_files(source):
     """{role: landing path} of the resources an embedding source reads."""
     return {role: landing_path(name) for role, name in EMBEDDINGS[source]["files"].items()}
+
+
+# the sources that load a checkpoint with transformers (scGPT and GenePT need torch or nothing more)
+TRANSFORMERS_SOURCES = {"esm2", "geneformer"}
+
+
+def embed_inputs(wildcards):
+    """The source's files; a transformers source is refused while the DAG is built when the package is missing
+    and no conda env or image provides it (not with a traceback in the job)."""
+    deployed = {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER} & workflow.deployment_settings.deployment_method
+    if wildcards.source in TRANSFORMERS_SOURCES and not deployed and importlib.util.find_spec("transformers") is None:
+        raise WorkflowError(
+            f"config 'embeddings': {wildcards.source!r} needs the Python package transformers, which is not "
+            "installed: run `python -m pip install -e .` from the repository root, or run with "
+            "--software-deployment-method conda (or apptainer)"
+        )
+    return embedding_files(wildcards.source)
 
 
 def embedding_tables(wildcards):
