@@ -1,6 +1,7 @@
 # pertcal: calibrated benchmarking of single-cell perturbation models. Stages in the order data flows.
 include: "rules/common.smk"
 include: "rules/download.smk"
+include: "rules/embeddings.smk"
 include: "rules/preprocess.smk"
 include: "rules/split.smk"
 include: "rules/reduce.smk"

@@ -37,8 +37,15 @@ CONDA_TO_PYPI = {"matplotlib-base": "matplotlib", "snakemake-minimal": "snakemak
 # Only the head process builds `--report`, so no job needs pygments.
 _HEAD_ONLY = {"pygments"}
 _GEARS = {"cell-gears", "torch-geometric"}
+# Only rule embed_genes reads foundation-model checkpoints.
+_EMBED = {"transformers"}
 # Core stages never import torch; leaving it out keeps the CPU image and env free of CUDA wheels.
-GROUP_OMITS = {"pertcal": {"torch"} | _GEARS | _HEAD_ONLY, "models": _GEARS | _HEAD_ONLY, "gears": _HEAD_ONLY}
+GROUP_OMITS = {
+    "pertcal": {"torch"} | _GEARS | _EMBED | _HEAD_ONLY,
+    "models": _GEARS | _EMBED | _HEAD_ONLY,
+    "gears": _EMBED | _HEAD_ONLY,
+    "embed": _GEARS | _HEAD_ONLY,
+}
 
 
 def recipe_sections(path) -> list[str]:

@@ -1,5 +1,5 @@
-"""Fetch a dataset file from mirror URLs: streamed, resumed, retried, verified, then moved into place atomically.
-Also the checksum and AnnData checks a local source gets."""
+"""Fetch a file from mirror URLs (a dataset, or an external resource: pertcal.resources): streamed, resumed, retried,
+verified, then moved into place atomically. Also the checksum and AnnData checks a local source gets."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
 
+DATASET_FIX = (
+    "Fix the dataset's source (url, sha256, size) in config.yaml, or download the file yourself and give it as "
+    "source: {path: ...}"
+)
+
+
 class DownloadError(PertcalInputError):
     """No URL gave a complete, verified file; the message names the dataset, every URL tried and why it failed."""
 
@@ -52,12 +58,15 @@ def fetch(
     timeout: float = 60.0,
     dataset: str = "",
     check: Callable[[Path], str | None] | None = None,
+    what: str | None = None,
+    fix: str = DATASET_FIX,
 ) -> Path:
     """Download the first of `urls` giving a file of `size` bytes and `sha256` hex digest to `dest`; return `dest`.
 
     Each URL gets 1 + `retries` attempts, `backoff * 2**k` seconds apart; `timeout` (s) bounds each socket wait.
     Only network errors (and a resumed file that fails verification) are retried: a fresh copy that fails
     verification, or that `check` (the file → why it is unusable, or None) refuses, would only fail again.
+    A failure names `what` (default: the dataset) and ends with `fix`, what the user can do about it.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -74,11 +83,7 @@ def fetch(
         failures.append(f"{url} -> {reason}")
     part.unlink(missing_ok=True)
     tried = "; ".join(failures) if failures else "no URL given (field 'urls' is empty)"
-    raise DownloadError(
-        f"dataset {dataset!r}: could not download {dest}; URLs tried: {tried}. "
-        "Fix the dataset's source (url, sha256, size) in config.yaml, or download the file yourself and give it as "
-        "source: {path: ...}"
-    )
+    raise DownloadError(f"{what or f'dataset {dataset!r}'}: could not download {dest}; URLs tried: {tried}. {fix}")
 
 
 def _fetch_one(url, part: Path, sha256, size, retries, backoff, timeout, dataset, check) -> str | None:
@@ -161,13 +166,13 @@ def _mismatch(part: Path, sha256: str | None, size: int | None) -> str | None:
     if size is not None and actual_size != size:
         return f"size mismatch: {actual_size} bytes, expected {size}"
     if sha256 is not None:
-        digest = _sha256(part)
+        digest = file_sha256(part)
         if digest != sha256.lower():
             return f"sha256 mismatch: got {digest}, expected {sha256.lower()}"
     return None
 
 
-def _sha256(path) -> str:
+def file_sha256(path) -> str:
     """Hex digest of a file, read in chunks (file_digest streams: memory stays small for a many-GB file)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -175,7 +180,7 @@ def _sha256(path) -> str:
 
 def verify_sha256(path: str | os.PathLike, sha256: str, *, dataset: str) -> str:
     """Return the sha256 hex digest of `path`; raise if it is not the declared `sha256`."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != sha256.lower():
         raise PertcalInputError(
             f"dataset {dataset!r}, file {path}: field source.sha256 does not match the file: expected "

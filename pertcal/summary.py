@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from pertcal.embed import coverage
 from pertcal.metrics import METRICS
 
 
@@ -28,6 +29,13 @@ def dataset_summary(obs: pd.DataFrame, degs_gt: ad.AnnData, *, dataset: str, alp
         "cells_per_perturbation": float(per_pert.mean()),
         "mean_degs": float(n_degs(degs_gt, alpha=alpha).mean()) if degs_gt.n_obs else 0.0,
     }
+
+
+def embedding_coverage(obs: pd.DataFrame, tables: dict[str, pd.Index]) -> dict[str, float]:
+    """{coverage_<source>: fraction of the dataset's perturbations whose every target has a row in that source's
+    embedding table} (the perturbations a model on that embedding can encode; the rest get the mean baseline)."""
+    perts = obs.loc[~obs["is_control"], "perturbation"].astype(str).unique()
+    return {f"coverage_{source}": coverage(perts, genes) for source, genes in sorted(tables.items())}
 
 
 def deg_recovery(degs: ad.AnnData, truth: pd.DataFrame, *, alpha: float) -> dict:

@@ -132,11 +132,15 @@ def dataset_summary_html(summary: pd.DataFrame) -> str:
     """The run's dataset summary (results/summary.csv) as a standalone HTML page, known columns first."""
     summary = summary[[c for c in SUMMARY_ORDER if c in summary] + [c for c in summary if c not in SUMMARY_ORDER]]
     fmt = {c: (lambda v: f"{v:,.1f}") for c in summary.select_dtypes("float").columns}
+    # a dataset none of whose models reads that embedding has no coverage of it
+    fmt.update({c: (lambda v: "–" if pd.isna(v) else f"{v:.1%}") for c in summary if c.startswith("coverage_")})
     rows = [[fmt.get(c, str)(v) for c, v in row.items()] for _, row in summary.iterrows()]
     note = (
         '<p class="note">One row per dataset after quality control: cells and genes kept, perturbations (combos '
         "included), mean cells per perturbation and mean number of DEGs per perturbation in the ground-truth half "
-        "(BH-adjusted p below the dataset's deg_alpha).</p>"
+        "(BH-adjusted p below the dataset's deg_alpha). coverage_&lt;source&gt;: the share of the dataset's "
+        "perturbations whose every target gene has a row in that gene embedding (the others get the mean "
+        "baseline's prediction from models on it).</p>"
     )
     return html_page("Datasets", html_table(list(summary.columns), rows, caption="Datasets of this run") + note)
 

@@ -5,6 +5,7 @@
 
 localrules:
     download_dataset,
+    fetch_resource,
     verify_source,
     split_halves,
     assign_folds,

@@ -1,6 +1,7 @@
 # Config loading, schema validation, the run's dataset list, and input functions. No computation.
 import copy
 import difflib
+import importlib.util
 import inspect
 import json
 import os
@@ -12,7 +13,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from pertcal.models import jobs as model_jobs
 from pertcal.models.jobs import folds as model_folds, missing_distributions
+from pertcal.resources import LANDING_DIR, landing_path, missing_without_url
 
 from pertcal.harmonize import HARMONIZERS
 from pertcal.io import PertcalInputError
@@ -113,6 +116,16 @@ def _run_datasets():
 
 DATASETS = _run_datasets()
 MODELS = config.get("models") or {}
+for _name, _spec in MODELS.items():
+    for _panel in _spec.get("panels", []):
+        if _panel not in config["panels"]:
+            raise PertcalInputError(
+                f"config 'models': {_name!r} field panels names {_panel!r}, which is not a panel "
+                f"({', '.join(sorted(config['panels']))})"
+            )
+EMBEDDINGS = config.get("embeddings") or {}
+RESOURCES = config.get("resources") or {}
+LOCK_FILE = "resources.lock.yaml"
 
 
 def dataset_cfg(dataset):
@@ -155,12 +168,20 @@ def method_folds(dataset, task, method):
     return model_folds(MODELS[method], folds_of(dataset, task), simulated=is_simulated(dataset))
 
 
-def models_of(task):
-    return [m for m, spec in MODELS.items() if task in spec.get("tasks", ["single", "combo"])]
+def runs_on(method, dataset):
+    """Whether a model trains on a dataset: every dataset, or only those of the model's `panels`."""
+    panels = MODELS[method].get("panels")
+    return panels is None or any(dataset in config["panels"].get(p, []) for p in panels)
+
+
+def models_of(dataset, task):
+    return [
+        m for m, spec in MODELS.items() if task in spec.get("tasks", ["single", "combo"]) and runs_on(m, dataset)
+    ]
 
 
 def methods_of(dataset, task):
-    return baselines_of(task) + models_of(task)
+    return baselines_of(task) + models_of(dataset, task)
 
 
 def installed_model(method):
@@ -234,8 +255,8 @@ def local_memory_budget():
 
 
 def config_resources(rule_name):
-    """A rule's resources set in config: the defaults, then the rule's overrides."""
-    res = config.get("resources", {})
+    """A rule's cluster resources set in config: the defaults, then the rule's overrides."""
+    res = config.get("cluster_resources", {})
     return {**res.get("default", {}), **res.get("rules", {}).get(rule_name, {})}
 
 
@@ -313,6 +334,60 @@ CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_dupli
 def simulated_truth(wildcards):
     """Ground-truth tables of the run's simulated datasets, by dataset."""
     return {ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if is_simulated(ds)}
+
+
+def embedding_files(source):
+    """{role: landing path} of the resources an embedding source reads."""
+    return {role: landing_path(name) for role, name in EMBEDDINGS[source]["files"].items()}
+
+
+# the sources that load a checkpoint with transformers (scGPT and GenePT need torch or nothing more)
+TRANSFORMERS_SOURCES = {"esm2", "geneformer"}
+
+
+def embed_inputs(wildcards):
+    """The source's files; a transformers source is refused while the DAG is built when the package is missing
+    and no conda env or image provides it (not with a traceback in the job)."""
+    deployed = {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER} & workflow.deployment_settings.deployment_method
+    if wildcards.source in TRANSFORMERS_SOURCES and not deployed and importlib.util.find_spec("transformers") is None:
+        raise WorkflowError(
+            f"config 'embeddings': {wildcards.source!r} needs the Python package transformers, which is not "
+            "installed: run `python -m pip install -e .` from the repository root, or run with "
+            "--software-deployment-method conda (or apptainer)"
+        )
+    return embedding_files(wildcards.source)
+
+
+def embedding_tables(wildcards):
+    """{source: embedding table} read by the dataset's models (`embedding_file`): the coverage the summary reports.
+    A table of resources/embeddings/ is named by its source, any other by its file name."""
+    out, ds = {}, wildcards.dataset
+    for method, spec in MODELS.items():
+        if not runs_on(method, ds):
+            continue
+        path = model_jobs.job_params(spec, seed=config["seed"], dataset=ds, simulated=is_simulated(ds)).get("embedding_file")
+        if path:
+            out[re.sub(r"\W", "_", Path(path).name.split(".")[0])] = path
+    return out
+
+
+def run_resources():
+    """Resource names the run's jobs read: model files below resources/external/, and the files of the embedding
+    sources whose tables a model of the run reads (resources/embeddings/{source}.parquet)."""
+    names = set()
+    for method, spec in MODELS.items():
+        for ds in DATASETS:
+            if not runs_on(method, ds):
+                continue
+            params = model_jobs.job_params(spec, seed=config["seed"], dataset=ds, simulated=is_simulated(ds))
+            for path in model_jobs.input_files(params):
+                # a table of resources/embeddings/ that no configured source makes is the user's own file
+                m = re.fullmatch(r"resources/embeddings/(\w+)\.parquet", path)
+                if m and m.group(1) in EMBEDDINGS:
+                    names.update(EMBEDDINGS[m.group(1)]["files"].values())
+                elif path.startswith(f"{LANDING_DIR}/"):
+                    names.add(path.removeprefix(f"{LANDING_DIR}/"))
+    return sorted(names)
 
 
 wildcard_constraints:

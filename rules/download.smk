@@ -61,3 +61,35 @@ rule simulate_dataset:
         **rule_resources("simulate_dataset"),
     script:
         "../scripts/simulate_dataset.py"
+
+
+# External resources (model checkpoints, GEARS's GO map, gene-set libraries): one local job per file, checksummed by
+# the config's sha256 or pinned in the lock file on first download. A needed file that has no URL and is not in place
+# stops the run here, before any job.
+_missing = missing_without_url(RESOURCES, run_resources())
+if _missing:
+    raise PertcalInputError("; ".join(_missing))
+
+
+rule fetch_resource:
+    output:
+        f"{LANDING_DIR}/{{resource}}",
+    wildcard_constraints:
+        resource="|".join(re.escape(name) for name in sorted(RESOURCES)) or "(?!)",
+    params:
+        urls=lambda wc: RESOURCES[wc.resource].get("url", []),
+        sha256=lambda wc: RESOURCES[wc.resource].get("sha256"),
+        size=lambda wc: RESOURCES[wc.resource].get("size"),
+        lock=LOCK_FILE,
+    log:
+        "logs/fetch_resource/{resource}.log",
+    benchmark:
+        "benchmarks/fetch_resource/{resource}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    # fetch retries network errors itself; a wrong checksum would only be downloaded again
+    retries: 0
+    resources:
+        **rule_resources("fetch_resource"),
+    script:
+        "../scripts/fetch_resource.py"

@@ -5,11 +5,13 @@ rule summarize_dataset:
     input:
         adata="results/{dataset}/processed.h5ad",
         degs_gt="results/{dataset}/degs_gt.h5ad",
+        embeddings=lambda wc: sorted(embedding_tables(wc).values()),
     output:
         "results/{dataset}/summary.json",
     params:
         source=source_fingerprint,
         deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+        embeddings=embedding_tables,
     log:
         "logs/summarize_dataset/{dataset}.log",
     benchmark:

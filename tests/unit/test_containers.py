@@ -26,7 +26,8 @@ from pertcal.io import PertcalInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (ROOT / "containers").glob("*.def"))
-GPU_MODELS = [name for name in RECIPES if name != "pertcal"]  # pertcal.def holds the CPU core stages
+# pertcal.def holds the CPU core stages, embed.def the GPU gene-embedding rule (scripts run with python, not a model)
+GPU_MODELS = [name for name in RECIPES if name not in ("pertcal", "embed")]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # Every instruction a Dockerfile line may start with (continuation lines excepted).
 DOCKER_INSTRUCTIONS = {
@@ -51,7 +52,16 @@ def write_def(tmp_path, post, name="bad.def", extra=""):
 
 
 def test_every_shipped_model_has_a_recipe():
-    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "pertcal"} <= set(RECIPES)
+    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "pertcal", "embed"} <= set(RECIPES)
+
+
+def test_embedding_recipe_is_a_cuda_image_that_runs_python_offline():
+    recipe = parse_recipe(recipe_path("embed"))
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(cudnn-)?runtime-ubuntu\d\d\.04", recipe.fromHeader)
+    assert recipe.cmd == 'exec python "$@"'
+    assert recipe_labels(recipe)["pertcal.gpu"] == "true"
+    assert "transformers==5.23.0" in pip_requirements(recipe)
+    assert {"HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"} <= set(" ".join(recipe.environ).replace("export ", "").split())
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -23,7 +23,7 @@ def _pyproject_pins():
 
 
 def test_every_rule_group_has_an_env_file():
-    assert sorted(p.stem for p in (ROOT / "envs").glob("*.yaml")) == GROUPS == ["gears", "models", "pertcal"]
+    assert sorted(p.stem for p in (ROOT / "envs").glob("*.yaml")) == GROUPS == ["embed", "gears", "models", "pertcal"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -36,12 +36,19 @@ def test_env_file_parses_and_pins_everything(group):
 
 
 GEARS = {"cell-gears", "torch-geometric"}
+EMBED = {"transformers"}
 
 
-# pygments only renders the head process's --report; torch and GEARS stay out of the envs that never import them
+# pygments only renders the head process's --report; torch, GEARS and transformers stay out of the envs that never
+# import them
 @pytest.mark.parametrize(
     "group, omitted",
-    [("pertcal", {"torch", "pygments"} | GEARS), ("models", {"pygments"} | GEARS), ("gears", {"pygments"})],
+    [
+        ("pertcal", {"torch", "pygments"} | GEARS | EMBED),
+        ("models", {"pygments"} | GEARS | EMBED),
+        ("gears", {"pygments"} | EMBED),
+        ("embed", {"pygments"} | GEARS),
+    ],
 )
 def test_env_pins_agree_with_pyproject(group, omitted):
     pins, _ = conda_env_pins(ROOT / "envs" / f"{group}.yaml")

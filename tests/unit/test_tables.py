@@ -73,3 +73,10 @@ def test_dataset_summary_and_config_pages():
     assert re.search(r"<td>x</td><td>1200</td><td>3\.2</td>", page)
     page = tables.config_html("run: demo\nseed: 42\n<script>")
     assert "seed: 42" in page and "<script>" not in page
+
+
+def test_dataset_summary_shows_embedding_coverage_as_percent_and_a_dash_where_no_model_reads_it():
+    summary = pd.DataFrame({"dataset": ["a", "b"], "n_cells": [10, 20], "coverage_esm2": [0.5833, float("nan")]})
+    page = tables.dataset_summary_html(summary)
+    assert "<td>a</td><td>10</td><td>58.3%</td>" in page and "<td>b</td><td>20</td><td>–</td>" in page
+    assert "coverage_&lt;source&gt;" in page

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 # What a checkout needs to run the workflow; results/, resources/ and .snakemake/ stay behind.
 # `slurm` is the top-level link to profiles/slurm that `--profile slurm` finds.
 WORKFLOW_FILES = (
-    "Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "slurm", "envs", "report", "containers",
+    "Snakefile", "config.yaml", "resources.lock.yaml", "rules", "scripts", "schemas", "profiles", "slurm", "envs", "report",
+    "containers",
 )
 
 

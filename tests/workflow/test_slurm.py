@@ -210,12 +210,6 @@ def planned_per_dataset(dry_run: str, rule: str) -> dict[str, int]:
 @pytest.mark.workflow
 def test_published_panel_plans_within_a_minute_with_grouped_scoring(workflow):
     config = yaml.safe_load((workflow.path / "config.yaml").read_text())
-    # files a user places by hand (e.g. GEARS's gene2go table) must exist for the plan; downloads need not
-    for spec in config["models"].values():
-        for key, value in spec.get("params", {}).items():
-            if key.endswith(("_path", "_file")) and isinstance(value, str) and "{" not in value:
-                (workflow.path / value).parent.mkdir(parents=True, exist_ok=True)
-                (workflow.path / value).touch()
     start = time.monotonic()
     result = workflow.run("--profile", "profiles/slurm", "-n", "--config", "run=published")
     elapsed = time.monotonic() - start
@@ -229,3 +223,39 @@ def test_published_panel_plans_within_a_minute_with_grouped_scoring(workflow):
     for dataset, n in scores.items():
         # every score job (with its baseline prediction, if any) is one piece; `per_job` pieces share an sbatch job
         assert groups.count(dataset) == math.ceil(n / per_job["score_{dataset}"]), (dataset, n)
+
+    # the foundation-model arm: every external file the run reads is one fetch_resource job (a local rule: the head
+    # process on the login node downloads), and each embedding source is one GPU job
+    jobs = planned_jobs(plan)
+    fetched = {j["output"] for j in jobs if j["rule"] == "fetch_resource"}
+    sources = config["embeddings"]
+    needed = {f"resources/external/{name}" for src in sources.values() for name in src["files"].values()}
+    assert needed | {"resources/external/gears/gene2go_all.pkl"} <= fetched, sorted(needed - fetched)
+    assert "fetch_resource" in localrules(workflow.path / "rules" / "cluster.smk")
+    embeds = [j for j in jobs if j["rule"] == "embed_genes"]
+    assert sorted(j["output"] for j in embeds) == [f"resources/embeddings/{s}.parquet" for s in sorted(sources)]
+    for job in embeds:
+        if job["output"].endswith(("esm2.parquet", "geneformer.parquet", "scgpt.parquet")):
+            assert "slurm_partition=gpu" in job["resources"] and "gpu=1" in job["resources"], job
+    models = {m for m, spec in config["models"].items() if spec.get("panels") == ["published"]}
+    assert models == {"fmlp_esm2", "fmlp_geneformer", "fmlp_genept", "fmlp_scgpt"}
+    trained = {j["output"].rsplit("/", 1)[-1] for j in jobs if j["rule"] == "train_model"}
+    assert models <= trained
+
+
+def planned_jobs(dry_run: str) -> list[dict[str, str]]:
+    """Each job of a dry-run plan as {rule, output, resources} (the lines Snakemake prints under `rule NAME:`)."""
+    jobs = []
+    for line in dry_run.splitlines():
+        if m := re.match(r"\s*(?:local)?rule (\w+):$", line):
+            jobs.append({"rule": m.group(1), "output": "", "resources": ""})
+        elif jobs and (m := re.match(r"\s*(output|resources): (.*)$", line)):
+            jobs[-1][m.group(1)] = m.group(2)
+    return jobs
+
+
+def localrules(path: Path) -> set[str]:
+    """The rule names of a `localrules:` directive."""
+    text = path.read_text()
+    block = text[text.index("localrules:") :].split("\n\n")[0]
+    return {name.strip(" ,") for name in block.splitlines()[1:] if name.strip(" ,")}

@@ -1,0 +1,1 @@
+pertcal.post-deploy.sh
