@@ -224,11 +224,11 @@ class ScGPTModel:
         return params
 
     def _architecture(self, params: dict, genes: pd.Index, *, where: str):
-        """(network, gene tokens, config, loaded keys): from the published checkpoint, or fresh over our genes."""
+        """(network, (G,) gene tokens, architecture, published state dict, its file): from `checkpoint_dir`, or a
+        fresh network over a vocabulary of the dataset's genes (state dict and file None)."""
         if params["checkpoint_dir"] is None:
             config = {k: params[k] for k in ARCH_KEYS.values()} | {"n_tokens": genes.size + 1, "pad_id": genes.size}
-            tokens = np.arange(genes.size)
-            return self._build(config, params), tokens, config, [], None
+            return self._build(config, params), np.arange(genes.size), config, None, None
         state, vocab, args = read_pretrained(params["checkpoint_dir"], where=where)
         config = {ours: int(args[theirs]) for theirs, ours in ARCH_KEYS.items()}
         config |= {"n_tokens": int(max(vocab.values())) + 1, "pad_id": int(vocab[PAD_TOKEN])}
@@ -259,7 +259,7 @@ class ScGPTModel:
         rng = np.random.default_rng(params["seed"])
         with seeded(params["seed"]):
             net, tokens, config, state, source = self._architecture(params, fold.genes, where=where)
-            loaded = load_published(net, state, params["load_prefixes"], source=str(source)) if source else []
+            loaded = load_published(net, state, params["load_prefixes"], source=str(source)) if state else []
             net.to(device)
             batcher = _Batcher(fold, tokens, target_index, device)
 
@@ -300,9 +300,10 @@ class ScGPTModel:
                     net.eval()
                     draw = np.random.default_rng(params["seed"] + 1)  # the same pairs at every validation
                     with torch.no_grad():
-                        val_loss = sum(batch_loss(val_cells[s : s + params["batch_size"]], draw).item()
-                                       * val_cells[s : s + params["batch_size"]].size
-                                       for s in range(0, val_cells.size, params["batch_size"])) / val_cells.size
+                        val_loss = 0.0
+                        for start in range(0, val_cells.size, params["batch_size"]):
+                            cells = val_cells[start : start + params["batch_size"]]
+                            val_loss += batch_loss(cells, draw).item() * cells.size / val_cells.size
                 rows.append([epoch, total / train_cells.size, val_loss, False])
                 if val_loss < best or (not val_cells.size and epoch == params["epochs"]):
                     best, best_state = val_loss, copy.deepcopy(net.state_dict())

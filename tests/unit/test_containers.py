@@ -51,7 +51,8 @@ def write_def(tmp_path, post, name="bad.def", extra=""):
 
 
 def test_every_shipped_model_has_a_recipe():
-    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "pertcal"} <= set(RECIPES)
+    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "scgpt", "sclambda", "presage",
+            "pertcal"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
