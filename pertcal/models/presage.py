@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -129,9 +130,10 @@ class PresageModel:
         if not params["embeddings"] and not params["embedding_files"]:
             raise PertcalInputError(f"{where}: hyperparameters 'embeddings' and 'embedding_files' are both empty; "
                                     "PRESAGE needs at least one knowledge source")
-        for path in params["embedding_files"]:
-            resolve_params({"embedding_file": embeddings.PARAMS["embedding_file"]}, {"embedding_file": path},
-                           model=model, dataset=dataset, source=source, files=("embedding_file",))
+        absent = [path for path in params["embedding_files"] if not Path(path).is_file()]
+        if absent:
+            raise PertcalInputError(f"{where}: hyperparameter 'embedding_files' names {absent[0]!r}, "
+                                    "which does not exist")
         return params
 
     @staticmethod

@@ -124,8 +124,8 @@ class ScGPTPerturbation(nn.Module):
         return self.decoder(self.transformer_encoder(h))
 
 
-def read_pretrained(directory: str, *, where: str) -> tuple[dict, dict, dict]:
-    """(state dict, vocab gene → token, args) of a published scGPT checkpoint directory; fails naming the file."""
+def read_vocab_and_args(directory: str, *, where: str) -> tuple[dict, dict]:
+    """(vocab gene → token, args) of a published scGPT checkpoint directory, checked without loading the weights."""
     root = Path(directory)
     missing = [name for name in CHECKPOINT_FILES if not (root / name).is_file()]
     if missing:
@@ -133,14 +133,24 @@ def read_pretrained(directory: str, *, where: str) -> tuple[dict, dict, dict]:
     try:
         vocab = json.loads((root / "vocab.json").read_text())
         args = json.loads((root / "args.json").read_text())
-        state = torch.load(root / "best_model.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise PertcalInputError(f"{where}: checkpoint_dir {directory!r} cannot be read: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise PertcalInputError(f"{where}: checkpoint_dir {directory!r}: vocab.json or args.json unreadable: {exc}") \
+            from exc
     if PAD_TOKEN not in vocab:
         raise PertcalInputError(f"{where}: file {root / 'vocab.json'} has no {PAD_TOKEN!r} token")
     absent = [k for k in ARCH_KEYS if k not in args]
     if absent:
         raise PertcalInputError(f"{where}: file {root / 'args.json'} lacks the field {absent[0]!r}")
+    return vocab, args
+
+
+def read_pretrained(directory: str, *, where: str) -> tuple[dict, dict, dict]:
+    """(state dict, vocab gene → token, args) of a published scGPT checkpoint directory; fails naming the file."""
+    vocab, args = read_vocab_and_args(directory, where=where)
+    try:
+        state = torch.load(Path(directory) / "best_model.pt", map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise PertcalInputError(f"{where}: file {Path(directory) / 'best_model.pt'} cannot be read: {exc}") from exc
     return state, vocab, args
 
 
@@ -220,7 +230,7 @@ class ScGPTModel:
         params = resolve_params(self.params, given, model=model, dataset=dataset, source=source)
         where = f"model {model!r}, dataset {dataset!r}, file {source}"
         if params["checkpoint_dir"] is not None:
-            read_pretrained(params["checkpoint_dir"], where=where)  # refuse a bad directory before reading data
+            read_vocab_and_args(params["checkpoint_dir"], where=where)  # refuse a bad directory before the data
         return params
 
     def _architecture(self, params: dict, genes: pd.Index, *, where: str):

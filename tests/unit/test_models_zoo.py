@@ -189,7 +189,7 @@ def test_scgpt_refuses_a_state_dict_that_does_not_match(tmp_path, change, messag
         scgpt_model.load_published(net, state, ["encoder", "value_encoder", "transformer_encoder"], source="ck")
 
 
-def test_scgpt_fine_tunes_from_a_checkpoint_directory(screen, tmp_path, caplog):  # noqa: F811
+def test_scgpt_fine_tunes_from_a_checkpoint_directory(screen, tmp_path, caplog, capsys):  # noqa: F811
     path, adata, folds = screen
     caplog.set_level(logging.INFO, logger="pertcal")
     genes = adata.var_names.tolist()[:-5][::-1]  # five genes lack a token; vocabulary order differs from the data's
@@ -207,10 +207,12 @@ def test_scgpt_fine_tunes_from_a_checkpoint_directory(screen, tmp_path, caplog):
     assert _run("predict", path, "single", "--checkpoint", str(ckpt), out=tmp_path / "p.h5ad") == 0
     # an incomplete checkpoint directory is refused before any data is read
     (tmp_path / "ck" / "args.json").unlink()
+    capsys.readouterr()
     assert _train(path, "single", "scgpt", params, tmp_path / "c2") == 2 and not (tmp_path / "c2").exists()
+    assert "lacks args.json" in capsys.readouterr().err
 
 
-def test_presage_takes_several_sources_and_treats_binary_ones_as_pathways(screen, tmp_path):  # noqa: F811
+def test_presage_takes_several_sources_and_treats_binary_ones_as_pathways(screen, tmp_path, capsys):  # noqa: F811
     path, adata, _ = screen
     rng = np.random.default_rng(1)
     genes = adata.var_names.tolist()
@@ -231,8 +233,11 @@ def test_presage_takes_several_sources_and_treats_binary_ones_as_pathways(screen
     assert "items.2.2.weight" in checkpoint["state_dict"]  # the pathway MLP: 8 → 8 → item_hidden, two hidden layers
     assert tuple(checkpoint["state_dict"]["items.2.0.weight"].shape) == (8, 5)
     assert _run("predict", path, "single", "--checkpoint", str(ckpt), out=tmp_path / "p.h5ad") == 0
+    capsys.readouterr()
     assert _train(path, "single", "presage", {"embeddings": [], "embedding_files": []}, tmp_path / "c2") == 2
+    assert "PRESAGE needs at least one knowledge source" in capsys.readouterr().err
     assert _train(path, "single", "presage", {"embedding_files": ["nowhere.tsv"]}, tmp_path / "c3") == 2
+    assert "'embedding_files' names 'nowhere.tsv', which does not exist" in capsys.readouterr().err
 
 
 STRONG = {

@@ -210,12 +210,18 @@ def planned_per_dataset(dry_run: str, rule: str) -> dict[str, int]:
 @pytest.mark.workflow
 def test_published_panel_plans_within_a_minute_with_grouped_scoring(workflow):
     config = yaml.safe_load((workflow.path / "config.yaml").read_text())
-    # files a user places by hand (e.g. GEARS's gene2go table) must exist for the plan; downloads need not
+    # files a user places by hand (e.g. GEARS's gene2go table, scGPT's checkpoint directory) must exist for the
+    # plan; downloads need not
     for spec in config["models"].values():
         for key, value in spec.get("params", {}).items():
-            if key.endswith(("_path", "_file")) and isinstance(value, str) and "{" not in value:
-                (workflow.path / value).parent.mkdir(parents=True, exist_ok=True)
-                (workflow.path / value).touch()
+            for path in (value if isinstance(value, list) else [value]):
+                if not isinstance(path, str) or "{" in path:
+                    continue
+                if key.endswith("_dir"):
+                    (workflow.path / path).mkdir(parents=True, exist_ok=True)
+                elif key.endswith(("_path", "_file", "_files")):
+                    (workflow.path / path).parent.mkdir(parents=True, exist_ok=True)
+                    (workflow.path / path).touch()
     start = time.monotonic()
     result = workflow.run("--profile", "profiles/slurm", "-n", "--config", "run=published")
     elapsed = time.monotonic() - start
