@@ -371,6 +371,16 @@ def embedding_tables(wildcards):
     return out
 
 
+def model_input_files(params):
+    """The files a model job reads: its file parameters, a directory below resources/external/ (e.g. scGPT's
+    checkpoint_dir) replaced by the configured resources inside it, so fetch_resource makes them before the job."""
+    out = []
+    for path in model_jobs.input_files(params):
+        inside = [landing_path(name) for name in sorted(RESOURCES) if landing_path(name).startswith(path.rstrip("/") + "/")]
+        out += inside or [path]
+    return out
+
+
 def run_resources():
     """Resource names the run's jobs read: model files below resources/external/, and the files of the embedding
     sources whose tables a model of the run reads (resources/embeddings/{source}.parquet)."""
@@ -380,7 +390,7 @@ def run_resources():
             if not runs_on(method, ds):
                 continue
             params = model_jobs.job_params(spec, seed=config["seed"], dataset=ds, simulated=is_simulated(ds))
-            for path in model_jobs.input_files(params):
+            for path in model_input_files(params):
                 # a table of resources/embeddings/ that no configured source makes is the user's own file
                 m = re.fullmatch(r"resources/embeddings/(\w+)\.parquet", path)
                 if m and m.group(1) in EMBEDDINGS:

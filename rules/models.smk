@@ -31,7 +31,7 @@ rule train_model:
     input:
         data="results/{dataset}/processed.h5ad",
         folds="results/{dataset}/folds_{task}.parquet",
-        files=lambda wc: model_jobs.input_files(model_params(wc)),
+        files=lambda wc: model_input_files(model_params(wc)),
     output:
         directory("results/{dataset}/models/{task}/fold{fold}/{method}"),
     wildcard_constraints:

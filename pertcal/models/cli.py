@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         p = verbs.add_parser(verb)
         if verb == "train":
             p.add_argument("--model", required=True, help="implementation: fmlp, linear_additive, latent_additive, "
-                                                         "decoder_only or gears")
+                                                         "decoder_only, gears, scgpt, sclambda or presage")
             p.add_argument("--name", help="method name written into predictions (default: --model)")
             p.add_argument("--params", default="{}", help="hyperparameters: a JSON file or an inline JSON object")
         else:

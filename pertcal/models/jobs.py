@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 
-# A hyperparameter whose name ends like this names an input file: it becomes a rule input (tracked, bound into
-# containers) and "{dataset}" in it is replaced by the dataset's name.
-FILE_SUFFIXES = ("_file", "_path")
+# A hyperparameter whose name ends like this names an input file or directory (`_files`: a list of files): it
+# becomes a rule input (tracked, bound into containers) and "{dataset}" in it is replaced by the dataset's name.
+FILE_SUFFIXES = ("_file", "_path", "_dir", "_files")
 # For a resource that neither the model's `resources:` nor config `resources.rules.<rule>` sets.
 RESOURCE_FALLBACK = {"gpu": 0, "cpus_per_task": 1, "runtime": 60, "mem_mb": 4000}
 # The modules an implementation imports beyond the core stages', with the distribution pyproject.toml pins for each.
@@ -20,6 +20,9 @@ IMPORTS = {
     "latent_additive": TORCH,
     "decoder_only": TORCH,
     "gears": {**TORCH, "gears": "cell-gears", "torch_geometric": "torch-geometric"},
+    "scgpt": TORCH,
+    "sclambda": TORCH,
+    "presage": TORCH,
 }
 
 
@@ -28,15 +31,21 @@ def job_params(spec: dict, *, seed: int, dataset: str, simulated: bool) -> dict:
     params = {"seed": seed, **spec.get("params", {})}
     if simulated:
         params.update(spec.get("simulated_params", {}))
+    named = lambda v: v.format(dataset=dataset) if isinstance(v, str) else v  # noqa: E731
     return {
-        k: v.format(dataset=dataset) if k.endswith(FILE_SUFFIXES) and isinstance(v, str) else v
+        k: ([named(x) for x in v] if isinstance(v, list) else named(v)) if k.endswith(FILE_SUFFIXES) else v
         for k, v in params.items()
     }
 
 
 def input_files(params: dict) -> list[str]:
-    """The files a job's hyperparameters name (embedding table, GEARS gene2go), sorted by parameter name."""
-    return [v for k, v in sorted(params.items()) if k.endswith(FILE_SUFFIXES) and v is not None]
+    """The files a job's hyperparameters name (embedding tables, GEARS gene2go, scGPT checkpoint directory),
+    sorted by parameter name."""
+    found = []
+    for k, v in sorted(params.items()):
+        if k.endswith(FILE_SUFFIXES):
+            found += [x for x in (v if isinstance(v, list) else [v]) if x is not None]
+    return found
 
 
 def folds(spec: dict, all_folds: list[int], *, simulated: bool) -> list[int]:

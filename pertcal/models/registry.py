@@ -7,7 +7,7 @@ implementation (e.g. fMLP with another embedding table) are config only.
 from __future__ import annotations
 
 from pertcal.io import PertcalInputError
-from pertcal.models import fmlp, gears_model, perturbench
+from pertcal.models import fmlp, gears_model, perturbench, presage, scgpt_model, sclambda
 
 MODELS = {
     "fmlp": fmlp.MODEL,
@@ -15,6 +15,9 @@ MODELS = {
     "latent_additive": perturbench.LATENT_ADDITIVE,
     "decoder_only": perturbench.DECODER_ONLY,
     "gears": gears_model.MODEL,
+    "scgpt": scgpt_model.MODEL,
+    "sclambda": sclambda.MODEL,
+    "presage": presage.MODEL,
 }
 
 

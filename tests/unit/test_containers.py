@@ -52,7 +52,8 @@ def write_def(tmp_path, post, name="bad.def", extra=""):
 
 
 def test_every_shipped_model_has_a_recipe():
-    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "pertcal", "embed"} <= set(RECIPES)
+    assert {"fmlp", "linear_additive", "latent_additive", "decoder_only", "gears", "scgpt", "sclambda", "presage",
+            "pertcal", "embed"} <= set(RECIPES)
 
 
 def test_embedding_recipe_is_a_cuda_image_that_runs_python_offline():

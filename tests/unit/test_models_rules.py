@@ -77,6 +77,12 @@ def test_job_params_overlay_seed_params_and_simulated_params():
     sim = jobs.job_params(spec, seed=42, dataset="sim_a", simulated=True)
     assert (sim["epochs"], sim["seed"], sim["gene2go_path"]) == (20, 7, "go/sim_a.pkl")
     assert jobs.input_files({"embedding_file": None, "gene2go_path": "a.pkl", "epochs": 3}) == ["a.pkl"]
+    # a checkpoint directory and a list of tables are inputs too, "{dataset}" replaced in each
+    listed = jobs.job_params({"params": {"embedding_files": ["x/{dataset}.tsv", "y.tsv"], "checkpoint_dir": "ck",
+                                         "embeddings": ["{dataset}"]}}, seed=1, dataset="d", simulated=False)
+    assert listed["embedding_files"] == ["x/d.tsv", "y.tsv"] and listed["embeddings"] == ["{dataset}"]
+    assert jobs.input_files(listed) == ["ck", "x/d.tsv", "y.tsv"]
+    assert jobs.input_files({"checkpoint_dir": None, "embedding_files": []}) == []
 
 
 def test_resources_come_from_the_model_then_the_rule_then_fallbacks_and_memory_grows_per_attempt():
@@ -100,15 +106,18 @@ def test_simulated_resources_and_folds_replace_the_models_own_on_simulated_data_
 
 
 def test_demo_models_run_on_two_folds_of_a_simulated_dataset_with_one_thread(workdir):
-    """The full demo plans every baseline on every fold, and the models on folds 0 and 1 only, each on one core."""
+    """The full demo plans every baseline on every fold, and the models on their `simulated_folds` first folds only
+    (two; one for the paper's deep models), each on one core."""
     result = _dry_run(workdir, "results/sim_gwps/metrics.parquet")
     assert result.returncode == 0, result.stderr[-3000:]
     planned = _jobs(result.stdout)
     scored = {tuple(out.split("/")[-2:]) for (rule, out) in planned if rule == "score_metrics"}
     assert {f for f, m in scored if m == "mean.parquet"} == {f"fold{k}" for k in range(5)}
     assert {f for f, m in scored if m == "gears.parquet"} == {"fold0", "fold1"}
+    for deep in ("scgpt", "sclambda", "presage"):
+        assert {f for f, m in scored if m == f"{deep}.parquet"} == {"fold0"}
     trains = [block for (rule, _), block in planned.items() if rule == "train_model"]
-    assert len(trains) == 10 and all("--threads 1" in block for block in trains)
+    assert len(trains) == 13 and all("--threads 1" in block for block in trains)
 
 
 def test_a_missing_package_is_found_without_importing_it(monkeypatch):
