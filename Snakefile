@@ -23,3 +23,4 @@ rule all:
         "results/benchmark.done",
         "results/calibration/summary.json",
         "results/metrics.parquet",
+        "results/calibration/calibrated_scores.parquet",
