@@ -233,7 +233,12 @@ def gameability(metrics: pd.DataFrame, specs: pd.DataFrame, *, alpha: float,
             rows.append(block)
     cols = ["dataset", "metric", "predictor", "negative_control", "n", "mean_predictor", "mean_negative",
             "mean_positive", "gap_closed", "p_beats_negative", "p_bonferroni", "beats_negative", "beats_positive"]
-    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    rank = {m: i for i, m in enumerate(spec.index)}
+    out = pd.concat(rows, ignore_index=True)[cols]
+    return out.sort_values(["dataset", "metric"], key=lambda c: c.map(rank) if c.name == "metric" else c,
+                           kind="stable").reset_index(drop=True)
 
 
 # --- which metrics to trust ---------------------------------------------------------------------------------

@@ -420,14 +420,15 @@ def panel_drf_heatmap(
             labels = np.array([[f"{v:.2f}\n[{a:.2f}, {b:.2f}]" for v, a, b in zip(*r)] for r in zip(values, lo, hi)])
             im = _drf_cells(ax, values, censored, norm, labels.reshape(shape), fontsize=5)
             ax.set_yticks(np.arange(shape[0]), [_metric_label(m, identical.get(m)) for m in metrics[panel]])
-            ax.set_title(f"panel: {panel}", loc="left")
+            ax.set_title(f"panel: {panel}")
             last = k == len(panels) - 1
             ax.set_xticks(np.arange(len(datasets)), datasets if last else [], rotation=30, ha="right", rotation_mode="anchor")
+            if last:
+                ax.set_xlabel("dataset (ordered by mean DEGs per perturbation)")
             for side in ("top", "right"):
                 ax.spines[side].set_visible(True)
         cb = fig.colorbar(im, cax=fig.add_subplot(gs[:, 1]))
         cb.set_label("mean DRF (1 = positive control perfect, 0 = no better than negative control)")
-        fig.supxlabel("dataset (ordered by mean DEGs per perturbation)", fontsize=8)
         fig.legend(
             handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="white",
                            label=f"censored: fewer than {min_perturbations} perturbations with a DRF")],
@@ -436,7 +437,7 @@ def panel_drf_heatmap(
         fig.suptitle(
             f"DRF of every metric: mean [{confidence:.0%} bootstrap CI over perturbations]\n"
             f"positive control: {positive_control.replace('_', ' ')}; negative control: {negative_control} "
-            "(control for Δpert metrics); ≡: same DRF by algebra"
+            "(control for Δpert metrics)\n≡: same DRF by algebra (count once)"
         )
     return fig
 
@@ -467,13 +468,16 @@ def drf_negative_controls(cells: pd.DataFrame, *, positive_control: str, confide
                 censored = d["censored"].fillna(True).to_numpy(dtype=bool)
                 ax.scatter(mean[censored], y[censored] + offset, s=12, facecolor="white", edgecolor=colors[option], zorder=3)
             ax.axvline(0, color="black", lw=0.5, ls=":")
-            ax.set_title(dataset, loc="left")
+            ax.set_title(dataset)
             ax.set_yticks(y, metrics)
             ax.invert_yaxis() if ax is axes[0] else None
             ax.set_xlim(-1.05, 1.05)
-        for ax in axes[len(datasets):]:
-            ax.set_visible(False)
-        fig.supxlabel(f"mean DRF [{confidence:.0%} bootstrap CI] (higher is better)", fontsize=8)
+        for k, ax in enumerate(axes):
+            if k >= len(datasets):
+                ax.set_visible(False)
+            elif k + ncols >= len(datasets):  # the lowest panel of its column
+                ax.set_xlabel(f"mean DRF [{confidence:.0%} CI]")
+                ax.tick_params(labelbottom=True)
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(options), frameon=False,
                    title="negative control (open marker: censored)")
         fig.suptitle(f"DRF under each negative control (positive control: {positive_control.replace('_', ' ')}; "
@@ -536,12 +540,13 @@ def deg_sensitivity_plot(drf: pd.DataFrame, degs: pd.DataFrame, *, positive_cont
             for i, dataset in enumerate(datasets):
                 d = drf[(drf["variant"] == variant) & (drf["dataset"] == dataset)].set_index("metric").reindex(metrics)
                 ax.scatter(d["mean_drf"], y + (k - (len(variants) - 1) / 2) * 0.15, s=8, color=cmap(i % 10),
-                           marker=markers[k % len(markers)], label=f"{variant}" if i == 0 else None)
+                           marker=markers[k % len(markers)])
         ax.set_yticks(y, metrics)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.5, ls=":")
         ax.set_xlabel("mean DRF")
-        ax.legend(title="DEG test (marker)", loc="lower left", fontsize=6, frameon=False)
+        tests = [plt.Line2D([], [], ls="", marker=markers[k % len(markers)], color=NEUTRAL_COLOR, label=v)
+                 for k, v in enumerate(variants)]
         x = np.arange(len(variants))
         for i, dataset in enumerate(datasets):
             d = degs[degs["dataset"] == dataset].set_index("variant").reindex(variants)
@@ -554,7 +559,8 @@ def deg_sensitivity_plot(drf: pd.DataFrame, degs: pd.DataFrame, *, positive_cont
         ax_p.set_ylim(-0.02, 1.02)
         for a in (ax_n, ax_p):
             a.set_xticks(x, variants, rotation=30, ha="right", rotation_mode="anchor")
-        fig.legend(*ax_n.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(datasets), 5),
-                   frameon=False, title="dataset (colour)")
+        handles = tests + ax_n.get_legend_handles_labels()[0]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
+                   title="marker: DEG test and BH threshold; colour: dataset")
         fig.suptitle(f"Sensitivity of the calibration to the DEG test (positive control: {positive_control.replace('_', ' ')})")
     return fig
