@@ -23,7 +23,8 @@ def dynamic_range_fraction(pos: np.ndarray, neg: np.ndarray, metric: str, specs:
     if spec.higher_is_better:
         drf = (pos - neg) / (spec.perfect - neg + 1e-6)
     else:
-        drf = (neg - pos) / (neg + 1e-6)
+        # the paper's (neg − pos) / (neg + 1e-6) for its errors, whose perfect value is 0
+        drf = (neg - pos) / (neg - spec.perfect + 1e-6)
     return np.clip(drf, -1.0, 1.0)
 
 

@@ -100,3 +100,12 @@ def test_compute_drf_rejects_missing_method_and_duplicates():
     table = _long(v | {("control", "A", "mse"): 2.0})
     with pytest.raises(PertcalInputError, match="duplicate"):
         compute_drf(pd.concat([table, table.iloc[[0]]]))
+
+
+def test_drf_follows_a_spec_table_with_other_perfect_values():
+    # a lower-is-better metric whose perfect value is 1, and a higher-is-better one whose perfect value is 10
+    specs = pd.DataFrame({"metric": ["offset_error", "score10"], "higher_is_better": [False, True], "perfect": [1.0, 10.0]})
+    np.testing.assert_allclose(dynamic_range_fraction(np.array([2.0]), np.array([5.0]), "offset_error", specs),
+                               [3.0 / (4.0 + 1e-6)], rtol=1e-14)
+    np.testing.assert_allclose(dynamic_range_fraction(np.array([8.0]), np.array([6.0]), "score10", specs),
+                               [2.0 / (4.0 + 1e-6)], rtol=1e-14)

@@ -73,3 +73,16 @@ def test_dataset_summary_and_config_pages():
     assert re.search(r"<td>x</td><td>1200</td><td>3\.2</td>", page)
     page = tables.config_html("run: demo\nseed: 42\n<script>")
     assert "seed: 42" in page and "<script>" not in page
+
+
+def test_trust_page_bolds_exactly_the_trusted_metrics():
+    trust = pd.DataFrame({
+        "dataset": ["a", "a", "b"], "panel": "paper", "metric": ["mse", "r2_deltactrl", "mse"], "n": 20,
+        "mean_drf": [0.8, 0.8, 0.2], "ci_low": [0.7, 0.7, 0.1], "ci_high": [0.9, 0.9, 0.3], "censored": False,
+        "bds": [1.0, 1.0, np.nan], "p_bds": [1e-4, 1e-4, np.nan], "gamed_by": ["", "global_shift", ""],
+        "drf_identical_to": [None, "mse", None], "trustworthy": [True, False, False],
+    })
+    page = tables.trust_html(trust, min_drf=0.5, alpha=0.05, confidence=0.95)
+    assert page.count("<caption>") == 2 and "r2_deltactrl (≡ mse)" in page and "global_shift" in page
+    assert "<td><b>mse</b></td>" in page and "<td><b>r2_deltactrl" not in page
+    assert page.count("<td><b>yes</b></td>") == 1 and "n/a" in page
