@@ -47,7 +47,7 @@ def score_calibration_controls(
                 prediction = as_prediction(pred, method=method, dataset=dataset, task=task, fold=int(fold))
                 scores = score_fold(prediction, stats, table, int(fold), degs_gt, deg_alpha=deg_alpha, source=method)
                 parts.append(scores.assign(dataset=dataset, task=task, fold=np.int64(fold), method=method))
-    return pd.concat(parts, ignore_index=True)[METRICS_COLUMNS]
+    return pd.concat(parts, ignore_index=True)[METRICS_COLUMNS] if parts else pd.DataFrame(columns=METRICS_COLUMNS)
 
 
 # --- DRF under each negative control, with bootstrap CIs -------------------------------------------------------

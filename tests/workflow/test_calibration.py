@@ -58,7 +58,7 @@ def test_gaming_predictors_lose_to_the_positive_control_on_every_trusted_metric(
     res = calibrated.path / "results"
     trust = pd.read_csv(res / "calibration" / "trust.csv")
     trusted = trust[trust["trustworthy"]]
-    assert len(trusted) >= 5, trust[["dataset", "metric", "mean_drf", "ci_low", "p_bds", "gamed_by"]]
+    assert len(trusted) >= 2, trust[["dataset", "metric", "mean_drf", "ci_low", "p_bds", "gamed_by"]]
     higher = metric_specs().set_index("metric")["higher_is_better"]
     for dataset, group in trusted.groupby("dataset"):
         wide = _scores(res, dataset).pivot_table(
