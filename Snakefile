@@ -26,3 +26,4 @@ rule all:
         "results/calibration/summary.json",
         "results/metrics.parquet",
         ANALYSES_OUTPUTS,
+        "results/calibration/calibrated_scores.parquet",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import anndata as ad
 import numpy as np
@@ -29,6 +30,7 @@ class FoldData:
     test: list[str]
     degs_td: ad.AnnData | None  # td-half DEG matrices (rows by perturbation name), for the interpolated duplicate
     modality: str
+    val: list[str] = field(default_factory=list)
 
     @property
     def genes(self) -> pd.Index:
@@ -50,12 +52,17 @@ def fold_split(folds: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
     return f.loc[f["split"] == "train", "perturbation"].tolist(), f.loc[f["split"] == "test", "perturbation"].tolist()
 
 
+def fold_val(folds: pd.DataFrame, fold: int) -> list[str]:
+    """The fold's validation perturbations, in folds-file order."""
+    return folds.loc[(folds["fold"] == fold) & (folds["split"] == "val"), "perturbation"].tolist()
+
+
 def fold_data(stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_td: ad.AnnData | None, modality: str) -> FoldData:
     """Collect the fold's train/test perturbations (folds-file order) and the mean tables of the rows `stats` holds."""
     train, test = fold_split(folds, fold)
     return FoldData(
         means=pooled_means(stats), td=half_means(stats, "td"), train=train, test=test, degs_td=degs_td,
-        modality=modality,
+        modality=modality, val=fold_val(folds, fold),
     )
 
 
@@ -158,6 +165,71 @@ def linear(d: FoldData, *, n_components: int = 10, ridge: float = 0.1, **_) -> p
     return pd.DataFrame(pred, index=d.test, columns=genes)
 
 
+# --- calibration controls: an alternative negative control and gaming predictors ------------------------------
+# Never reported as models: they calibrate the metrics (pertcal.calibration), they are not contenders.
+
+
+def mean_loo(d: FoldData, **_) -> pd.DataFrame:
+    """Leave-one-out mean (scPertEval's negative control): for test perturbation i, the average of the pooled means of
+    every other perturbation of the task (the fold's train ∪ val ∪ test, i.e. the folds file), each weighted equally."""
+    pool = list(dict.fromkeys(d.train + d.val + d.test))
+    if len(pool) < 2:
+        raise PertcalInputError(f"mean_loo needs at least 2 perturbations in the folds file, got {len(pool)}")
+    # (Σ_j x̄_j − x̄_i) / (P − 1): one sum for all test perturbations instead of P − 1 rows each
+    total = d.means.loc[pool].sum(axis=0)
+    return (total - d.means.loc[d.test]) / (len(pool) - 1)
+
+
+def inflated_delta(d: FoldData, *, factor: float, **_) -> pd.DataFrame:
+    """The mean baseline's shift from control scaled by `factor`: control + factor · (mean − control)."""
+    return _repeat(d.control + factor * (d.mean - d.control), d.test)
+
+
+def random_delta(d: FoldData, *, seed, **_) -> pd.DataFrame:
+    """Control + Gaussian noise whose per-gene variance is that of the train perturbations' shifts from control.
+
+    The variance comes from the training data (no test truth); `seed` (anything numpy's default_rng takes) fixes it.
+    """
+    shifts = d.means.loc[d.train] - d.control
+    sd = shifts.std(axis=0, ddof=1).fillna(0.0).to_numpy()
+    noise = np.random.default_rng(seed).standard_normal((len(d.test), len(d.genes))) * sd
+    return pd.DataFrame(d.control.to_numpy() + noise, index=d.test, columns=d.genes)
+
+
+def shuffled_truth(d: FoldData, **_) -> pd.DataFrame:
+    """Another perturbation's td-half profile: test perturbation k gets the td mean of test perturbation k + 1
+    (cyclically, a derangement); a fold with a single test perturbation gets the first train perturbation's mean."""
+    if len(d.test) == 1:
+        return _repeat(d.means.loc[d.train[0]], d.test)
+    donors = d.test[1:] + d.test[:1]
+    return pd.DataFrame(d.td.loc[donors].to_numpy(), index=d.test, columns=d.genes)
+
+
+def global_shift(d: FoldData, **_) -> pd.DataFrame:
+    """Control + one number for every gene: the average shift of the train perturbations over genes.
+
+    The per-gene average shift would be the mean baseline itself; a gene-uniform shift probes the metrics whose
+    reference point is a constant (R² is 0 for any prediction equal to the truth's own mean).
+    """
+    return _repeat(d.control + float((d.mean - d.control).mean()), d.test)
+
+
+def double_log(d: FoldData, **_) -> pd.DataFrame:
+    """log1p applied to an already log1p prediction (the mean baseline): the VCC's double-log trick."""
+    return np.log1p(mean(d))
+
+
+GAMING_PREDICTORS = {
+    "inflated_delta_x2": partial(inflated_delta, factor=2.0),
+    "inflated_delta_x5": partial(inflated_delta, factor=5.0),
+    "random_delta": random_delta,
+    "shuffled_truth": shuffled_truth,
+    "global_shift": global_shift,
+    "double_log": double_log,
+}
+CALIBRATION_CONTROLS = {"mean_loo": mean_loo, **GAMING_PREDICTORS}
+
+
 BASELINES = {
     "control": control,
     "mean": mean,
@@ -173,7 +245,7 @@ BASELINES = {
 class Reads:
     """What a baseline reads: pooled means of some perturbation sets, td means of the test ones, the td DEG test."""
 
-    means: tuple[str, ...] = ()  # of "control", "train", "singles" (the single targets of the test perturbations)
+    means: tuple[str, ...] = ()  # of "control", "train", "val", "test", "singles" (the test perturbations' single targets)
     td: bool = False
     degs_td: bool = False
 
@@ -186,6 +258,10 @@ READS = {
     "linear": Reads(means=("train",)),
     "additive": Reads(means=("control", "singles")),
     "crispr_informed_mean": Reads(means=("train",)),
+    "mean_loo": Reads(means=("train", "val", "test")),
+    **{name: Reads(means=("control", "train")) for name in ("inflated_delta_x2", "inflated_delta_x5", "random_delta", "global_shift")},
+    "shuffled_truth": Reads(means=("train",), td=True),
+    "double_log": Reads(means=("train",)),
 }
 
 
@@ -194,7 +270,10 @@ def read_baseline_inputs(method: str, stats_path, folds: pd.DataFrame, fold: int
     is None for methods that do not use the td test."""
     reads = READS[method]
     train, test = fold_split(folds, fold)
-    sets = {"control": [CONTROL], "train": train, "singles": [t for p in test for t in targets_of(p)]}
+    sets = {
+        "control": [CONTROL], "train": train, "val": fold_val(folds, fold), "test": test,
+        "singles": [t for p in test for t in targets_of(p)],
+    }
     perturbations = [p for name in reads.means for p in sets[name]] + (test if reads.td else [])
     stats = read_rows(stats_path, where={"perturbation": perturbations}, layers=("sum",))
     degs_td = read_rows(degs_td_path, where={"perturbation": test}, layers=("pval_adj",)) if reads.degs_td else None
@@ -223,5 +302,5 @@ def as_prediction(pred: pd.DataFrame, *, method: str, dataset: str, task: str, f
 
 
 def predict_baseline(method: str, d: FoldData, **params) -> pd.DataFrame:
-    """(test, G) prediction of one named baseline."""
-    return BASELINES[method](d, **params)
+    """(test, G) prediction of one named baseline or calibration control."""
+    return {**BASELINES, **CALIBRATION_CONTROLS}[method](d, **params)

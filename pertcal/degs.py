@@ -25,6 +25,8 @@ DEG_SCHEMA = pa.schema(
 )
 # Rows per block: ~2^18 tests keep each of the block's float64 temporaries at ~2 MB, near cache size.
 BLOCK_TESTS = 2**18
+# The variance of the t statistic's denominator: scanpy's default (the rest's variance over the group's n) or Welch's.
+DEG_TESTS = ("overestim_var", "welch")
 _OBS_FIELDS = ("perturbation", "half", "n_cells", "is_control")
 _LAYERS = ("sum", "sumsq")
 log = logging.getLogger(__name__)
@@ -32,9 +34,12 @@ log = logging.getLogger(__name__)
 
 def test_degs(
     stats: ad.AnnData, half: str, *, min_cells: int = 4, rest_includes_controls: bool = False,
-    block_size: int | None = None, sink: Callable[[pa.Table], None] | None = None,
+    block_size: int | None = None, sink: Callable[[pa.Table], None] | None = None, method: str = "overestim_var",
 ) -> ad.AnnData:
     """Welch t-test (scanpy's t-test_overestim_var) of each perturbation vs the rest of its half, in blocks of rows.
+
+    `method`: "overestim_var" (the pipeline's test) or "welch" (plain Welch: the rest's variance over the rest's n,
+    scipy.stats.ttest_ind_from_stats(equal_var=False)), for the calibration's sensitivity to the DEG test.
 
     `stats`: stats.h5ad, or only some of its rows (obs per (perturbation, half); layers `sum`, `sumsq` (R, G) float64).
     Tested: non-control perturbations with >= `min_cells` cells in `half`; rest = the other tested ones' cells, and
@@ -44,6 +49,8 @@ def test_degs(
     """
     if min_cells < 2:
         raise ValueError(f"min_cells must be >= 2 for a sample variance, got {min_cells}")
+    if method not in DEG_TESTS:
+        raise ValueError(f"DEG test method must be one of {DEG_TESTS}, got {method!r}")
     _validate_stats(stats, half)
     obs = stats.obs
     tested = np.flatnonzero(
@@ -73,14 +80,16 @@ def test_degs(
         ss_tot += ss[controls].sum(axis=0)
     sizes, size_code = np.unique(n[:, 0], return_inverse=True)
     silent = np.zeros((len(sizes), G))
-    silent_p = _two_sided_p(*_welch(sizes[:, None], silent, silent, n_tot, s_tot, ss_tot)[:2])
+    silent_p = _two_sided_p(*_welch(sizes[:, None], silent, silent, n_tot, s_tot, ss_tot, method)[:2])
     out = {layer: np.empty((P, G), dtype=np.float32) for layer in MATRIX_LAYERS}
     gene_names = pa.array(genes.to_numpy(dtype=object), pa.string())
     gene_codes = np.tile(np.arange(G, dtype=np.int32), block_size)
     started = time.perf_counter()
     for start in range(0, P, block_size):
         rows, stop = blocks[start // block_size], min(start + block_size, P)
-        block = _test_block(n[start:stop], s[rows], ss[rows], (n_tot, s_tot, ss_tot), silent_p, size_code[start:stop])
+        block = _test_block(
+            n[start:stop], s[rows], ss[rows], (n_tot, s_tot, ss_tot), silent_p, size_code[start:stop], method
+        )
         for layer, values in out.items():
             values[start:stop] = block[layer]
         if sink is not None:
@@ -135,12 +144,12 @@ def _control_rows(stats: ad.AnnData, half: str) -> np.ndarray:
     return rows
 
 
-def _test_block(n, s, ss, totals, silent_p, size_code) -> dict[str, np.ndarray]:
+def _test_block(n, s, ss, totals, silent_p, size_code, method="overestim_var") -> dict[str, np.ndarray]:
     """score, logfc, pval, pval_adj (b, G) float64 of one block of groups (n (b, 1); Σx, Σx² (b, G)) vs the rest.
 
     `silent_p` (sizes, G): the p-value of a group of each size that never expresses the gene; `size_code` (b,) its row.
     """
-    score, df, logfc = _welch(n, s, ss, *totals)
+    score, df, logfc = _welch(n, s, ss, *totals, method)
     # A group without any expression of a gene has Σx = Σx² = 0, so its t and df depend on its size only: those
     # p-values (about half of them in sparse data) come from the per-size table, the costly t tail only for the rest.
     silent = (s == 0) & (ss == 0)
@@ -150,12 +159,18 @@ def _test_block(n, s, ss, totals, silent_p, size_code) -> dict[str, np.ndarray]:
     return {"score": score, "logfc": logfc, "pval": pval, "pval_adj": _bh_rows(pval)}
 
 
-def _welch(n, s, ss, n_tot, s_tot, ss_tot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Welch t (scanpy's overestim_var), its df and scanpy's log2 fold change, (b, G) float64 each, group vs rest."""
+def _welch(n, s, ss, n_tot, s_tot, ss_tot, method="overestim_var") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch t (scanpy's overestim_var, or plain Welch), its df and scanpy's log2 fold change, (b, G) float64 each."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean, var = _mean_var(n, s, ss)
         mean_rest, var_rest = _mean_var(n_tot - n, s_tot - s, ss_tot - ss)
         logfc = np.log2((np.expm1(mean) + 1e-9) / (np.expm1(mean_rest) + 1e-9))
+        if method == "welch":
+            # Welch–Satterthwaite with each side's own n, as scipy's ttest_ind_from_stats(equal_var=False)
+            a, b = var / n, var_rest / (n_tot - n)
+            score = (mean - mean_rest) / np.sqrt(a + b)
+            df = (a + b) ** 2 / (a * a / (n - 1) + b * b / (n_tot - n - 1))
+            return _nan_score_as_scanpy(score, df) + (logfc,)
         # overestim_var: the rest's variance is scaled by the group's n, not the rest's (scanpy's small-group hack),
         # so with n1 = n2 = n scipy's Welch–Satterthwaite df is (n − 1)(v + v_r)² / (v² + v_r²).
         score = np.subtract(mean, mean_rest, out=mean)
@@ -169,12 +184,16 @@ def _welch(n, s, ss, n_tot, s_tot, ss_tot) -> tuple[np.ndarray, np.ndarray, np.n
         total /= n
         np.sqrt(total, out=total)
         score /= total
-    # scanpy's convention: a NaN score (0 / 0: both variances 0) becomes 0. Its df is NaN too, and scipy's df of 1
-    # for it then gives p = 2 · stdtr(1, 0) = 1 exactly, scanpy's p for a NaN score; any other df stays as it is.
+    return _nan_score_as_scanpy(score, df) + (logfc,)
+
+
+def _nan_score_as_scanpy(score: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scanpy's convention: a NaN score (0 / 0: both variances 0) becomes 0. Its df is NaN too, and scipy's df of 1
+    for it then gives p = 2 · stdtr(1, 0) = 1 exactly, scanpy's p for a NaN score; any other df stays as it is."""
     nan = np.isnan(score)
     score[nan] = 0.0
     df[nan] = 1.0
-    return score, df, logfc
+    return score, df
 
 
 def _two_sided_p(score: np.ndarray, df: np.ndarray) -> np.ndarray:

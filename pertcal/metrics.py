@@ -127,6 +127,11 @@ class Metric:
     perfect: float
     rowwise: bool = True  # a perturbation's value depends on its own row only
 
+    @property
+    def negative_control(self) -> str:
+        """The method the DRF measures against: the control baseline for Δpert (the mean's Δpert is 0), else the mean."""
+        return "control" if self.reference == "pert" else "mean"
+
 
 METRICS: dict[str, Metric] = {
     "mse": Metric(_mse, "all", None, False, 0.0),
@@ -143,6 +148,27 @@ METRICS: dict[str, Metric] = {
     "weighted_r2_deltapert": Metric(_r2, "weights", "pert", True, 1.0),
     "nir": Metric(_nir, "all", None, True, 1.0, rowwise=False),
 }
+
+
+# Metric pairs whose DRF is the same number by algebra (up to the 1e-6 of the DRF's denominator): both are affine in
+# the same sum of squared errors Σ w (ŷ − y)², with a denominator that depends on the truth only. A figure marks the
+# first as "≡ second" so a reader does not count one piece of information twice.
+DRF_IDENTITIES = {"r2_deltactrl": "mse", "weighted_r2_deltactrl": "wmse"}
+
+
+def metric_specs() -> pd.DataFrame:
+    """One row per registered metric: metric, panel, higher_is_better, perfect, negative_control, drf_identical_to.
+
+    What calibration needs to know of a metric, in registry order; `drf_identical_to` names the metric whose DRF it
+    repeats by algebra (None if none).
+    """
+    return pd.DataFrame(
+        [
+            dict(metric=name, panel="paper", higher_is_better=m.higher_is_better, perfect=m.perfect,
+                 negative_control=m.negative_control, drf_identical_to=DRF_IDENTITIES.get(name))
+            for name, m in METRICS.items()
+        ]
+    )
 
 
 def score_predictions(pred, truth, control, mean, weights, deg_mask, perturbations) -> pd.DataFrame:

@@ -78,6 +78,18 @@ def _figure(width: float, height: float) -> plt.Figure:
 # --- calibration figures (issue 3) -----------------------------------------------------------------
 
 
+def _drf_cells(ax, values: np.ndarray, censored: np.ndarray, norm, labels: np.ndarray | None = None, fontsize=6):
+    """Draw a (metrics, datasets) grid of DRFs on `ax`: colour, censored cells hatched, each value (or its `labels`)."""
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=DRF_CMAP, norm=norm, aspect="auto")
+    for i, j in zip(*np.nonzero(censored)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=CENSORED_COLOR, edgecolor="white", hatch="///", lw=0))
+    for i, j in zip(*np.nonzero(~censored & np.isfinite(values))):
+        v = values[i, j]
+        text = f"{v:.2f}" if labels is None else labels[i, j]
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if abs(v) > 0.6 else "black")
+    return im
+
+
 def drf_heatmap(
     cells: pd.DataFrame,
     summary: pd.DataFrame,
@@ -107,12 +119,7 @@ def drf_heatmap(
         cax = fig.add_subplot(gs[2, 2])
         x = np.arange(len(datasets))
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
-        im = ax.imshow(np.ma.masked_invalid(values), cmap=DRF_CMAP, norm=norm, aspect="auto")
-        for i, j in zip(*np.nonzero(censored)):
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=CENSORED_COLOR, edgecolor="white", hatch="///", lw=0))
-        for i, j in zip(*np.nonzero(~censored & np.isfinite(values))):
-            v = values[i, j]
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if abs(v) > 0.6 else "black")
+        im = _drf_cells(ax, values, censored, norm)
         ax.set_xticks(x, datasets, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(np.arange(len(metrics)), metrics)
         ax.set_xlabel("dataset (ordered by mean DEGs per perturbation)")
@@ -368,4 +375,192 @@ def control_strips(metrics: pd.DataFrame, tests: pd.DataFrame, specs: Mapping, t
         fig.suptitle(
             title + "\nblack lines: means; p under a duplicate: one-sided paired Wilcoxon test that it beats the negative control"
         )
+    return fig
+
+
+# --- calibration of every metric (issue 12) --------------------------------------------------------------------
+
+
+def _metric_label(metric: str, identical_to) -> str:
+    """The metric's name, with "≡ other" when its DRF repeats another metric's by algebra."""
+    return f"{metric} ≡ {identical_to}" if isinstance(identical_to, str) and identical_to else metric
+
+
+def panel_drf_heatmap(
+    cells: pd.DataFrame, summary: pd.DataFrame, *, positive_control: str, negative_control: str,
+    min_perturbations: int = 10, confidence: float = 0.95,
+) -> plt.Figure:
+    """Metrics × datasets mean DRF with its bootstrap CI, one heatmap per metric panel, censored cells hatched.
+
+    `cells`: pertcal.calibration.summarize_drf_ci rows (panel, metric, dataset, mean_drf, ci_low, ci_high, censored,
+    drf_identical_to), rows in registry order; `summary`: results/summary.csv (datasets ordered by mean DEGs).
+    """
+    cells = cells[(cells["positive_control"] == positive_control) & (cells["negative_control"] == negative_control)]
+    degs = summary.set_index("dataset")["mean_degs"]
+    datasets = sorted(set(cells["dataset"]), key=lambda d: (degs.get(d, np.nan), d))
+    panels = list(dict.fromkeys(cells["panel"]))
+    metrics = {p: list(dict.fromkeys(cells.loc[cells["panel"] == p, "metric"])) for p in panels}
+    identical = cells.drop_duplicates("metric").set_index("metric")["drf_identical_to"]
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
+    with plt.rc_context(STYLE):
+        width = float(np.clip(2.6 + 0.75 * len(datasets), 5.0, A4_WIDTH))
+        n_rows = sum(len(m) for m in metrics.values())
+        fig = _figure(width, 1.3 + 0.36 * n_rows + 0.35 * len(panels))
+        gs = fig.add_gridspec(len(panels), 2, height_ratios=[len(metrics[p]) for p in panels], width_ratios=[1, 0.03])
+        im = None
+        for k, panel in enumerate(panels):
+            ax = fig.add_subplot(gs[k, 0])
+            grid = cells[cells["panel"] == panel].set_index(["metric", "dataset"]).reindex(
+                pd.MultiIndex.from_product([metrics[panel], datasets])
+            )
+            shape = (len(metrics[panel]), len(datasets))
+            values = grid["mean_drf"].to_numpy(dtype=float).reshape(shape)
+            censored = grid["censored"].fillna(True).to_numpy(dtype=bool).reshape(shape)
+            lo, hi = (grid[c].to_numpy(dtype=float).reshape(shape) for c in ("ci_low", "ci_high"))
+            labels = np.array([[f"{v:.2f}\n[{a:.2f}, {b:.2f}]" for v, a, b in zip(*r)] for r in zip(values, lo, hi)])
+            im = _drf_cells(ax, values, censored, norm, labels.reshape(shape), fontsize=5)
+            ax.set_yticks(np.arange(shape[0]), [_metric_label(m, identical.get(m)) for m in metrics[panel]])
+            ax.set_title(f"panel: {panel}")
+            last = k == len(panels) - 1
+            ax.set_xticks(np.arange(len(datasets)), datasets if last else [], rotation=30, ha="right", rotation_mode="anchor")
+            if last:
+                ax.set_xlabel("dataset (ordered by mean DEGs per perturbation)")
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(True)
+        cb = fig.colorbar(im, cax=fig.add_subplot(gs[:, 1]))
+        cb.set_label("mean DRF (1 = positive control perfect, 0 = no better than negative control)")
+        fig.legend(
+            handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="white",
+                           label=f"censored: fewer than {min_perturbations} perturbations with a DRF")],
+            loc="outside lower center", frameon=False,
+        )
+        fig.suptitle(
+            f"DRF of every metric: mean [{confidence:.0%} bootstrap CI over perturbations]\n"
+            f"positive control: {positive_control.replace('_', ' ')}; negative control: {negative_control} "
+            "(control for Δpert metrics)\n≡: same DRF by algebra (count once)"
+        )
+    return fig
+
+
+def drf_negative_controls(cells: pd.DataFrame, *, positive_control: str, confidence: float = 0.95) -> plt.Figure:
+    """Mean DRF with its CI per metric under each negative-control option, one panel per dataset.
+
+    `cells`: pertcal.calibration.summarize_drf_ci rows; options are the values of its `negative_control` column.
+    """
+    cells = cells[cells["positive_control"] == positive_control]
+    datasets = sorted(cells["dataset"].unique())
+    options = list(dict.fromkeys(cells["negative_control"]))
+    metrics = list(dict.fromkeys(cells["metric"]))
+    colors = dict(zip(options, ["#2166ac", "#d6604d", "#4d9221", "#8073ac"]))
+    ncols = min(4, len(datasets))
+    nrows = int(np.ceil(len(datasets) / ncols))
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 0.9 + nrows * (0.6 + 0.16 * len(metrics)))
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
+        y = np.arange(len(metrics))
+        for ax, dataset in zip(axes, datasets):
+            for k, option in enumerate(options):
+                d = cells[(cells["dataset"] == dataset) & (cells["negative_control"] == option)].set_index("metric").reindex(metrics)
+                offset = (k - (len(options) - 1) / 2) * 0.25
+                mean, lo, hi = (d[c].to_numpy(dtype=float) for c in ("mean_drf", "ci_low", "ci_high"))
+                ax.errorbar(mean, y + offset, xerr=[mean - lo, hi - mean], fmt="o", ms=2.5, lw=0.8, color=colors[option],
+                            label=option)
+                censored = d["censored"].fillna(True).to_numpy(dtype=bool)
+                ax.scatter(mean[censored], y[censored] + offset, s=12, facecolor="white", edgecolor=colors[option], zorder=3)
+            ax.axvline(0, color="black", lw=0.5, ls=":")
+            ax.set_title(dataset)
+            ax.set_yticks(y, metrics)
+            ax.invert_yaxis() if ax is axes[0] else None
+            ax.set_xlim(-1.05, 1.05)
+        for k, ax in enumerate(axes):
+            if k >= len(datasets):
+                ax.set_visible(False)
+            elif k + ncols >= len(datasets):  # the lowest panel of its column
+                ax.set_xlabel(f"mean DRF [{confidence:.0%} CI]")
+                ax.tick_params(labelbottom=True)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(options), frameon=False,
+                   title="negative control (open marker: censored)")
+        fig.suptitle(f"DRF under each negative control (positive control: {positive_control.replace('_', ' ')}; "
+                     "Δpert metrics keep the control baseline)")
+    return fig
+
+
+def gameability_heatmap(gaming: pd.DataFrame) -> plt.Figure:
+    """Metrics × gaming predictors: median over datasets of the gap each closes from the negative to the positive
+    control (0 = negative, 1 = positive control); text: datasets where it beats the negative control / all, and
+    "+" when it beats the positive control on any dataset."""
+    metrics = list(dict.fromkeys(gaming["metric"]))
+    predictors = list(dict.fromkeys(gaming["predictor"]))
+    g = gaming.groupby(["metric", "predictor"], sort=False)
+    median = g["gap_closed"].median().unstack().reindex(index=metrics, columns=predictors)
+    beats = g["beats_negative"].sum().unstack().reindex(index=metrics, columns=predictors)
+    above = g["beats_positive"].any().unstack().reindex(index=metrics, columns=predictors)
+    total = g.size().unstack().reindex(index=metrics, columns=predictors)
+    values = median.to_numpy(dtype=float)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
+    with plt.rc_context(STYLE):
+        fig = _figure(float(np.clip(3.0 + 0.8 * len(predictors), 5.5, A4_WIDTH)), 1.6 + 0.3 * len(metrics))
+        ax = fig.add_subplot()
+        im = ax.imshow(np.ma.masked_invalid(np.clip(values, -1, 1)), cmap="PuOr_r", norm=norm, aspect="auto")
+        for i, j in np.ndindex(values.shape):
+            if np.isfinite(values[i, j]):
+                text = f"{values[i, j]:.2f}\n{int(beats.iat[i, j])}/{int(total.iat[i, j])}" + (" +" if above.iat[i, j] else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=5.5,
+                        color="white" if abs(values[i, j]) > 0.6 else "black")
+        ax.set_xticks(np.arange(len(predictors)), predictors, rotation=30, ha="right", rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(metrics)), metrics)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+        cb = fig.colorbar(im, ax=ax, shrink=0.8)
+        cb.set_label("median gap closed (0 = negative control,\n1 = positive control; clipped to [−1, 1])")
+        ax.set_xlabel("gaming predictor")
+        fig.suptitle("Gaming predictors: how far toward the positive control each gets\n"
+                     "k/n: datasets where it beats the negative control (one-sided Wilcoxon, Bonferroni); "
+                     "+: beats the positive control somewhere")
+    return fig
+
+
+def deg_sensitivity_plot(drf: pd.DataFrame, degs: pd.DataFrame, *, positive_control: str) -> plt.Figure:
+    """Left: mean DRF per metric under each DEG test variant, one line per dataset; right: DEGs called per
+    perturbation and (simulated datasets) their precision against the simulator's truth."""
+    drf = drf[drf["positive_control"] == positive_control].assign(
+        variant=lambda t: t["deg_test"] + " " + t["deg_alpha"].map("{:g}".format)
+    )
+    degs = degs.assign(variant=degs["deg_test"] + " " + degs["deg_alpha"].map("{:g}".format))
+    variants = list(dict.fromkeys(drf["variant"]))
+    metrics = list(dict.fromkeys(drf["metric"]))
+    datasets = sorted(drf["dataset"].unique())
+    cmap = plt.get_cmap("tab10")
+    markers = ["o", "s", "^", "D", "v", "P"]
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 1.6 + 0.24 * len(metrics))
+        ax, ax_n, ax_p = fig.subplots(1, 3, width_ratios=[2.2, 1, 1])
+        y = np.arange(len(metrics))
+        for k, variant in enumerate(variants):
+            for i, dataset in enumerate(datasets):
+                d = drf[(drf["variant"] == variant) & (drf["dataset"] == dataset)].set_index("metric").reindex(metrics)
+                ax.scatter(d["mean_drf"], y + (k - (len(variants) - 1) / 2) * 0.15, s=8, color=cmap(i % 10),
+                           marker=markers[k % len(markers)])
+        ax.set_yticks(y, metrics)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.5, ls=":")
+        ax.set_xlabel("mean DRF")
+        tests = [plt.Line2D([], [], ls="", marker=markers[k % len(markers)], color=NEUTRAL_COLOR, label=v)
+                 for k, v in enumerate(variants)]
+        x = np.arange(len(variants))
+        for i, dataset in enumerate(datasets):
+            d = degs[degs["dataset"] == dataset].set_index("variant").reindex(variants)
+            ax_n.plot(x, d["mean_degs"], marker="o", ms=3, color=cmap(i % 10), label=dataset)
+            if "precision" in d and d["precision"].notna().any():
+                ax_p.plot(x, d["precision"], marker="o", ms=3, color=cmap(i % 10))
+        ax_n.set_yscale("symlog", linthresh=1)
+        ax_n.set_ylabel("DEGs per perturbation (gt half)")
+        ax_p.set_ylabel("precision vs simulator truth")
+        ax_p.set_ylim(-0.02, 1.02)
+        for a in (ax_n, ax_p):
+            a.set_xticks(x, variants, rotation=30, ha="right", rotation_mode="anchor")
+        handles = tests + ax_n.get_legend_handles_labels()[0]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
+                   title="marker: DEG test and BH threshold; colour: dataset")
+        fig.suptitle(f"Sensitivity of the calibration to the DEG test (positive control: {positive_control.replace('_', ' ')})")
     return fig

@@ -61,7 +61,7 @@ def order_methods(methods: Sequence[str]) -> list[str]:
 
 def negative_control(spec) -> str:
     """The negative-control method of a metric: the control baseline for Δpert metrics (the mean's Δpert is 0)."""
-    return "control" if spec.reference == "pert" else "mean"
+    return spec.negative_control
 
 
 def metric_direction(spec) -> str:

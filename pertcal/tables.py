@@ -153,3 +153,26 @@ def config_html(config_yaml: str) -> str:
         f"<pre>{html.escape(config_yaml)}</pre>"
     )
     return html_page("Configuration", body)
+
+
+def trust_html(trust: pd.DataFrame, *, min_drf: float, alpha: float, confidence: float) -> str:
+    """pertcal.calibration.trust_table as a standalone HTML page: one table per dataset, trusted metrics in bold."""
+    header = ["metric", "panel", f"mean DRF [{confidence:.0%} CI]", "BDS (p)", "gamed by", "trust"]
+    parts = []
+    for dataset, t in trust.groupby("dataset", sort=True):
+        rows, bold = [], []
+        for r in t.itertuples(index=False):
+            name = r.metric + (f" (≡ {r.drf_identical_to})" if isinstance(r.drf_identical_to, str) else "")
+            drf = "censored" if r.censored else f"{r.mean_drf:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+            bds = f"{r.bds:.2f} (p={r.p_bds:.2g})" if np.isfinite(r.bds) else "n/a"
+            rows.append([name, r.panel, drf, bds, r.gamed_by or "none", "yes" if r.trustworthy else "no"])
+            bold.append([bool(r.trustworthy)] * len(header))
+        parts.append(html_table(header, rows, bold, caption=dataset))
+    note = (
+        f'<p class="note">A metric is trusted on a dataset when the {confidence:.0%} bootstrap CI of its mean DRF '
+        f"(positive control: interpolated duplicate; negative control: mean baseline) lies above {min_drf}, its BDS "
+        f"(fraction of perturbations where the positive control beats the negative) has a sign-flip p below {alpha}, "
+        "and no gaming predictor beats its negative control (one-sided paired Wilcoxon, Bonferroni over the "
+        "predictors). ≡: DRF identical by algebra to the named metric; count the pair once.</p>"
+    )
+    return html_page("Which metrics to trust", "".join(parts) + note)

@@ -58,3 +58,143 @@ rule summarize_calibration:
         **rule_resources("summarize_calibration"),
     script:
         "../scripts/summarize_calibration.py"
+
+
+# --- calibration of every metric (issue 12): CIs, BDS, calibrated scores, mean_loo and gaming predictors ---------
+# Behind their own targets (`snakemake calibration`, or any file below): the calibration controls are scored on
+# every fold, which the default `all` does not need.
+
+CALIBRATION = config["calibration"]
+# the calibration controls scored next to the fold's controls: the extra negative controls and the gaming predictors
+CALIBRATION_METHODS = [n for n in CALIBRATION["negative_controls"] if n != "mean"] + CALIBRATION["gaming"]
+
+
+rule score_calibration_controls:
+    input:
+        unpack(folds_files),
+        stats="results/{dataset}/stats.h5ad",
+        degs_gt="results/{dataset}/degs_gt.h5ad",
+    output:
+        "results/{dataset}/calibration/scores.parquet",
+    params:
+        source=source_fingerprint,
+        methods=CALIBRATION_METHODS,
+        tasks=lambda wc: tasks_of(wc.dataset),
+        seed=config["seed"],
+        deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+    log:
+        "logs/score_calibration_controls/{dataset}.log",
+    benchmark:
+        "benchmarks/score_calibration_controls/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("score_calibration_controls"),
+    script:
+        "../scripts/score_calibration_controls.py"
+
+
+CALIBRATION_TABLES = {
+    "drf": "results/calibration/panel_drf.parquet",
+    "bds": "results/calibration/bds.parquet",
+    "gameability": "results/calibration/gameability.parquet",
+    "trust": "results/calibration/trust.csv",
+}
+
+
+rule calibrate_metrics:
+    input:
+        controls=metric_tables(methods=CONTROL_METHODS),
+        scores=expand("results/{dataset}/calibration/scores.parquet", dataset=DATASETS),
+    output:
+        **CALIBRATION_TABLES,
+        html=report(
+            "results/calibration/trust.html",
+            caption="../report/trust.rst",
+            category="Calibration",
+            labels={"table": "which metrics to trust"},
+        ),
+    params:
+        seed=config["seed"],
+        negative_controls=CALIBRATION["negative_controls"],
+        min_drf=CALIBRATION["min_drf"],
+        n_resamples=config["stats"]["n_resamples"],
+        confidence=config["stats"]["confidence"],
+        alpha=config["stats"]["alpha"],
+        min_perturbations=config["stats"]["min_perturbations"],
+    log:
+        "logs/calibrate_metrics/calibrate_metrics.log",
+    benchmark:
+        "benchmarks/calibrate_metrics/calibrate_metrics.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("calibrate_metrics"),
+    script:
+        "../scripts/calibrate_metrics.py"
+
+
+rule calibrate_methods:
+    input:
+        "results/metrics.parquet",
+    output:
+        "results/calibration/calibrated_scores.parquet",
+    log:
+        "logs/calibrate_methods/calibrate_methods.log",
+    benchmark:
+        "benchmarks/calibrate_methods/calibrate_methods.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("calibrate_methods"),
+    script:
+        "../scripts/calibrate_methods.py"
+
+
+rule deg_sensitivity:
+    input:
+        unpack(folds_files),
+        stats="results/{dataset}/stats.h5ad",
+        truth=lambda wc: simulated_truth(wc).get(wc.dataset, []),
+    output:
+        drf="results/{dataset}/calibration/deg_sensitivity_drf.parquet",
+        degs="results/{dataset}/calibration/deg_sensitivity_degs.parquet",
+    params:
+        source=source_fingerprint,
+        tasks=lambda wc: tasks_of(wc.dataset),
+        variants=[[v["test"], v["alpha"]] for v in CALIBRATION["deg_tests"]],
+        min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
+        td_rest_includes_controls=lambda wc: dataset_cfg(wc.dataset)["processing"]["td_rest_includes_controls"],
+        modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
+    log:
+        "logs/deg_sensitivity/{dataset}.log",
+    benchmark:
+        "benchmarks/deg_sensitivity/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("deg_sensitivity"),
+    script:
+        "../scripts/deg_sensitivity.py"
+
+
+use rule collect_drf as collect_deg_sensitivity_drf with:
+    input:
+        expand("results/{dataset}/calibration/deg_sensitivity_drf.parquet", dataset=DATASETS),
+    output:
+        "results/calibration/deg_sensitivity_drf.parquet",
+    log:
+        "logs/collect_deg_sensitivity/drf.log",
+    benchmark:
+        "benchmarks/collect_deg_sensitivity/drf.tsv"
+
+
+use rule collect_drf as collect_deg_sensitivity_degs with:
+    input:
+        expand("results/{dataset}/calibration/deg_sensitivity_degs.parquet", dataset=DATASETS),
+    output:
+        "results/calibration/deg_sensitivity_degs.csv",
+    log:
+        "logs/collect_deg_sensitivity/degs.log",
+    benchmark:
+        "benchmarks/collect_deg_sensitivity/degs.tsv"

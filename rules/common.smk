@@ -331,6 +331,11 @@ def metric_tables(wildcards=None, datasets=None, methods=None):
 CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_duplicate"]
 
 
+def folds_files(wildcards):
+    """The dataset's folds file per task, keyed by task."""
+    return {task: f"results/{wildcards.dataset}/folds_{task}.parquet" for task in tasks_of(wildcards.dataset)}
+
+
 def simulated_truth(wildcards):
     """Ground-truth tables of the run's simulated datasets, by dataset."""
     return {ds: f"resources/simulated/{ds}/truth.parquet" for ds in DATASETS if is_simulated(ds)}

@@ -183,3 +183,110 @@ rule plot_control_strips:
         **rule_resources("plot_control_strips"),
     script:
         "../scripts/plot_control_strips.py"
+
+
+# --- calibration of every metric (issue 12) ---------------------------------------------------------------------
+
+
+rule plot_panel_drf:
+    input:
+        drf="results/calibration/panel_drf.parquet",
+        summary="results/summary.csv",
+    output:
+        pdf="results/calibration/panel_drf.pdf",
+        png=report(
+            "results/calibration/panel_drf.png",
+            caption="../report/panel_drf.rst",
+            category="Calibration",
+            labels={"figure": "DRF of every metric panel", "positive control": "interpolated duplicate"},
+        ),
+    params:
+        positive_control="interpolated_duplicate",
+        negative_control="mean",
+        min_perturbations=STATS["min_perturbations"],
+        confidence=STATS["confidence"],
+    log:
+        "logs/plot_panel_drf/plot_panel_drf.log",
+    benchmark:
+        "benchmarks/plot_panel_drf/plot_panel_drf.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_panel_drf"),
+    script:
+        "../scripts/plot_panel_drf.py"
+
+
+rule plot_drf_negative_controls:
+    input:
+        "results/calibration/panel_drf.parquet",
+    output:
+        pdf="results/calibration/drf_negative_controls.pdf",
+        png=report(
+            "results/calibration/drf_negative_controls.png",
+            caption="../report/drf_negative_controls.rst",
+            category="Calibration",
+            labels={"figure": "DRF under each negative control", "positive control": "interpolated duplicate"},
+        ),
+    params:
+        positive_control="interpolated_duplicate",
+        confidence=STATS["confidence"],
+    log:
+        "logs/plot_drf_negative_controls/plot_drf_negative_controls.log",
+    benchmark:
+        "benchmarks/plot_drf_negative_controls/plot_drf_negative_controls.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_drf_negative_controls"),
+    script:
+        "../scripts/plot_drf_negative_controls.py"
+
+
+rule plot_gameability:
+    input:
+        "results/calibration/gameability.parquet",
+    output:
+        pdf="results/calibration/gameability.pdf",
+        png=report(
+            "results/calibration/gameability.png",
+            caption="../report/gameability.rst",
+            category="Calibration",
+            labels={"figure": "gaming predictors", "positive control": "interpolated duplicate"},
+        ),
+    log:
+        "logs/plot_gameability/plot_gameability.log",
+    benchmark:
+        "benchmarks/plot_gameability/plot_gameability.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_gameability"),
+    script:
+        "../scripts/plot_gameability.py"
+
+
+rule plot_deg_sensitivity:
+    input:
+        drf="results/calibration/deg_sensitivity_drf.parquet",
+        degs="results/calibration/deg_sensitivity_degs.csv",
+    output:
+        pdf="results/calibration/deg_sensitivity.pdf",
+        png=report(
+            "results/calibration/deg_sensitivity.png",
+            caption="../report/deg_sensitivity.rst",
+            category="Calibration",
+            labels={"figure": "DRF vs the DEG test", "positive control": "interpolated duplicate"},
+        ),
+    params:
+        positive_control="interpolated_duplicate",
+    log:
+        "logs/plot_deg_sensitivity/plot_deg_sensitivity.log",
+    benchmark:
+        "benchmarks/plot_deg_sensitivity/plot_deg_sensitivity.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("plot_deg_sensitivity"),
+    script:
+        "../scripts/plot_deg_sensitivity.py"

@@ -80,3 +80,28 @@ rule benchmark:
         **rule_resources("benchmark"),
     shell:
         "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"
+
+
+# every file of the metric calibration (issue 12): `snakemake calibration` (not part of `all`; see README)
+CALIBRATION_OUTPUTS = (
+    list(CALIBRATION_TABLES.values())
+    + ["results/calibration/trust.html", "results/calibration/calibrated_scores.parquet"]
+    + [f"results/calibration/{name}.{ext}" for name in ("panel_drf", "drf_negative_controls", "gameability", "deg_sensitivity") for ext in ("pdf", "png")]
+)
+
+
+rule calibration:
+    input:
+        CALIBRATION_OUTPUTS,
+    output:
+        "results/calibration/calibration.done",
+    log:
+        "logs/calibration/calibration.log",
+    benchmark:
+        "benchmarks/calibration/calibration.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("calibration"),
+    shell:
+        "printf '%s\\n' {input:q} > {output:q} 2> {log:q}"

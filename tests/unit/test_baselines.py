@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from pertcal.baselines import BASELINES, READS, FoldData, as_prediction, fold_data, linear_fit, predict_baseline, read_baseline_inputs
+from pertcal.baselines import BASELINES, CALIBRATION_CONTROLS, READS, FoldData, as_prediction, fold_data, linear_fit, predict_baseline, read_baseline_inputs
 from pertcal.degs import test_degs
 from pertcal.evaluate import read_scoring_inputs, score_fold
 from pertcal.io import PertcalInputError, write_h5ad
@@ -49,6 +49,43 @@ def test_interpolated_duplicate_alpha_from_known_pvalues():
     expected = [3, 0.75 * 3 + 0.25 * 2.5, 1, 0.5]
     np.testing.assert_allclose(predict_baseline("interpolated_duplicate", d).loc["C"], expected)
     np.testing.assert_allclose(predict_baseline("technical_duplicate", d).loc["C"], [3, 3, 3, 3])
+
+
+def test_mean_loo_by_hand():
+    # every perturbation of the folds file but the test one, each weighted equally; the control plays no part
+    d = FoldData(means=pd.DataFrame(MEANS, index=GENES).T, td=pd.DataFrame(MEANS, index=GENES).T, train=["A", "B"],
+                 test=["C", "A+B"], degs_td=None, modality="CRISPRi", val=[])
+    pred = predict_baseline("mean_loo", d)
+    np.testing.assert_allclose(pred.loc["C"], np.mean([MEANS[p] for p in ("A", "B", "A+B")], axis=0))
+    np.testing.assert_allclose(pred.loc["A+B"], np.mean([MEANS[p] for p in ("A", "B", "C")], axis=0))
+
+
+def test_gaming_predictors_by_hand():
+    td = {**MEANS, "C": [3, 3, 3, 3], "A+B": [2, 2, 2, 2]}
+    d = fold(MEANS, td=td, train=["A", "B"], test=["C", "A+B"])
+    # mean = [0.5, 2.5, 1, 0.5], control = 1: mean − control = [−0.5, 1.5, 0, −0.5]
+    np.testing.assert_allclose(predict_baseline("inflated_delta_x2", d).loc["C"], [0, 4, 1, 0])
+    np.testing.assert_allclose(predict_baseline("inflated_delta_x5", d).loc["A+B"], [-1.5, 8.5, 1, -1.5])
+    np.testing.assert_allclose(predict_baseline("global_shift", d).loc["C"], [1.125] * 4)
+    np.testing.assert_allclose(predict_baseline("double_log", d).loc["C"], np.log1p([0.5, 2.5, 1, 0.5]))
+    # the td profile of the other test perturbation, never its own
+    shuffled = predict_baseline("shuffled_truth", d)
+    np.testing.assert_allclose(shuffled.loc["C"], td["A+B"])
+    np.testing.assert_allclose(shuffled.loc["A+B"], td["C"])
+    one = fold(MEANS, td=td, train=["A", "B"], test=["C"])
+    np.testing.assert_allclose(predict_baseline("shuffled_truth", one).loc["C"], MEANS["A"])
+
+
+def test_random_delta_variance_from_training_shifts():
+    # genes C (no shift in any train perturbation) and D get sd 0 and 1/√2: the noise follows the train shifts
+    d = fold(MEANS, train=["A", "B"], test=[f"T{i}" for i in range(4000)])
+    pred = predict_baseline("random_delta", d, seed=3)
+    np.testing.assert_array_equal(pred, predict_baseline("random_delta", d, seed=3))
+    noise = pred.to_numpy() - 1.0
+    sd = pd.DataFrame(MEANS, index=GENES).T.loc[["A", "B"]].sub(MEANS["control"]).std(ddof=1).to_numpy()
+    assert (noise[:, 2] == 0).all()
+    np.testing.assert_allclose(noise.std(axis=0), sd, rtol=0.05)
+    assert abs(noise.mean()) < 0.02
 
 
 def test_additive_and_crispr_informed_mean():
@@ -190,14 +227,15 @@ def screen(tmp_path_factory):
     return stats, folds, paths
 
 
-@pytest.mark.parametrize("method", sorted(BASELINES))
+@pytest.mark.parametrize("method", sorted(BASELINES) + sorted(CALIBRATION_CONTROLS))
 def test_baselines_from_their_reads_equal_the_whole_files_and_ignore_matrix_row_order(screen, method):
     stats, folds, paths = screen
-    whole = predict_baseline(method, fold_data(stats, folds, 0, degs_td=ad.read_h5ad(paths["td"]), modality="CRISPRi"))
+    seeded = {"seed": 0} if method == "random_delta" else {}
+    whole = predict_baseline(method, fold_data(stats, folds, 0, degs_td=ad.read_h5ad(paths["td"]), modality="CRISPRi"), **seeded)
     for td in (paths["td"], paths["td_shuffled"]):
         part, degs_td = read_baseline_inputs(method, paths["stats"], folds, 0, td)
         assert (degs_td is not None) == READS[method].degs_td
-        pred = predict_baseline(method, fold_data(part, folds, 0, degs_td=degs_td, modality="CRISPRi"))
+        pred = predict_baseline(method, fold_data(part, folds, 0, degs_td=degs_td, modality="CRISPRi"), **seeded)
         pd.testing.assert_frame_equal(pred, whole)
 
 

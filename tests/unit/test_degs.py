@@ -190,6 +190,31 @@ def test_hand_worked_three_groups():
         np.testing.assert_allclose(got["pval_adj"], multipletests(p_ref, method="fdr_bh")[1], rtol=1e-10)
 
 
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_plain_welch_matches_scipy_ttest_on_cells(cells, block_size):
+    # scipy's Welch test on the cells themselves (each side with its own n), BH by statsmodels.
+    X, labels, half = cells
+    stats = _stats_from_cells(X, labels, half)
+    ours = _long(stats, "gt", block_size=block_size, method="welch").set_index(["perturbation", "gene"])
+    gt = half == "gt"
+    counts = pd.Series(labels[gt]).value_counts()
+    tested = sorted(p for p, c in counts.items() if c >= 4 and p != "control")
+    for p in tested[::25] + ["p020"]:
+        group, rest = X[gt & (labels == p)], X[gt & np.isin(labels, tested) & (labels != p)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_ref, p_ref = sps.ttest_ind(group, rest, equal_var=False)
+        t_ref, p_ref = np.nan_to_num(t_ref, nan=0.0), np.nan_to_num(p_ref, nan=1.0)
+        got = ours.loc[p].loc[[f"g{j}" for j in range(X.shape[1])]]
+        np.testing.assert_allclose(got["score"], t_ref, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(got["pval"], p_ref, rtol=1e-7, atol=1e-300)
+        np.testing.assert_allclose(got["pval_adj"], multipletests(p_ref, method="fdr_bh")[1], rtol=1e-7, atol=1e-300)
+    # the pipeline's default differs: overestim_var divides the rest's variance by the group's n
+    default = _long(stats, "gt").set_index(["perturbation", "gene"])
+    assert not np.allclose(default["score"], ours["score"])
+    with pytest.raises(ValueError, match="welch"):
+        degs.test_degs(stats, "gt", method="wilcoxon")
+
+
 def test_min_cells_and_control_are_excluded_from_groups_and_rest():
     rng = np.random.default_rng(1)
     sizes = {"A": 5, "B": 6, "small": 3, "control": 20}

@@ -140,3 +140,11 @@ def test_nir_is_scored_and_has_drf_rows():
     assert len(nir) == 2 * P and nir["drf"].notna().all()
     # the mean baseline predicts one profile for all, so its NIR is 0 or ~0; a near-truth positive control gains
     assert (nir["drf"] > 0).mean() > 0.9
+
+def test_drf_follows_a_spec_table_with_other_perfect_values():
+    # a lower-is-better metric whose perfect value is 1, and a higher-is-better one whose perfect value is 10
+    specs = pd.DataFrame({"metric": ["offset_error", "score10"], "higher_is_better": [False, True], "perfect": [1.0, 10.0]})
+    np.testing.assert_allclose(dynamic_range_fraction(np.array([2.0]), np.array([5.0]), "offset_error", specs),
+                               [3.0 / (4.0 + 1e-6)], rtol=1e-14)
+    np.testing.assert_allclose(dynamic_range_fraction(np.array([8.0]), np.array([6.0]), "score10", specs),
+                               [2.0 / (4.0 + 1e-6)], rtol=1e-14)

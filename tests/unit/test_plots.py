@@ -194,3 +194,64 @@ def test_format_p():
     assert plots.format_p(0.0123) == "p=0.012"
     assert plots.format_p(3.2e-7) == "p=3.2e-07"
     assert plots.format_p(np.nan) == "p n/a"
+
+
+# --- calibration of every metric (issue 12) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def panel_cells(drf):
+    from pertcal.calibration import summarize_drf_ci
+    from pertcal.metrics import metric_specs
+
+    both = pd.concat([drf.assign(negative_control="mean"), drf.assign(negative_control="mean_loo", drf=drf["drf"] - 0.1)])
+    specs = metric_specs()
+    # a second panel, as the panels' registry will add: the same DRFs under other names
+    specs = pd.concat([specs, specs.head(3).assign(metric=lambda s: "other_" + s["metric"], panel="other")])
+    extra = both[both["metric"].isin(specs["metric"].head(3))].assign(metric=lambda t: "other_" + t["metric"])
+    return summarize_drf_ci(pd.concat([both, extra]), specs, seed=0, n_resamples=200, confidence=0.95, min_perturbations=10)
+
+
+def test_panel_drf_heatmap_facets_by_panel_and_marks_identities(panel_cells, summary, tmp_path):
+    fig = plots.panel_drf_heatmap(panel_cells, summary, positive_control="interpolated_duplicate", negative_control="mean")
+    heats = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in heats] == ["panel: paper", "panel: other"]
+    labels = [t.get_text() for t in heats[0].get_yticklabels()]
+    assert "r2_deltactrl ≡ mse" in labels and "weighted_r2_deltactrl ≡ wmse" in labels and "mse" in labels
+    assert [t.get_text() for t in heats[-1].get_xticklabels()] == ["weak", "tiny", "strong"]
+    # the censored dataset is hatched in every panel; the others show mean and CI
+    assert all({round(p.get_x() + 0.5) for p in ax.patches if p.get_hatch()} == {1} for ax in heats)
+    assert any("[" in t.get_text() for t in heats[0].texts)
+    _check(fig, tmp_path, "panel_drf")
+
+
+def test_drf_negative_controls_renders(panel_cells, tmp_path):
+    fig = plots.drf_negative_controls(panel_cells, positive_control="interpolated_duplicate")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mean", "mean_loo"]
+    _check(fig, tmp_path, "drf_negative_controls")
+
+
+def test_gameability_heatmap_renders(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [
+        dict(dataset=ds, metric=m, predictor=p, gap_closed=rng.normal(0, 0.5), beats_negative=rng.random() < 0.2,
+             beats_positive=rng.random() < 0.05)
+        for ds in ("weak", "strong") for m in METRICS for p in ("inflated_delta_x2", "inflated_delta_x5", "random_delta",
+                                                               "shuffled_truth", "global_shift", "double_log")
+    ]
+    fig = plots.gameability_heatmap(pd.DataFrame(rows))
+    assert len(fig.axes[0].texts) == len(METRICS) * 6
+    _check(fig, tmp_path, "gameability")
+
+
+def test_deg_sensitivity_plot_renders(tmp_path):
+    rng = np.random.default_rng(0)
+    variants = [("overestim_var", 0.05), ("overestim_var", 0.01), ("welch", 0.05), ("welch", 0.01)]
+    drf = pd.DataFrame([
+        dict(dataset=ds, deg_test=t, deg_alpha=a, metric=m, positive_control="interpolated_duplicate", n=20,
+             mean_drf=rng.uniform(-1, 1)) for ds in ("weak", "strong") for t, a in variants for m in METRICS
+    ])
+    degs = pd.DataFrame([dict(dataset=ds, deg_test=t, deg_alpha=a, mean_degs=rng.uniform(0, 30), precision=rng.random())
+                         for ds in ("weak", "strong") for t, a in variants])
+    fig = plots.deg_sensitivity_plot(drf, degs, positive_control="interpolated_duplicate")
+    _check(fig, tmp_path, "deg_sensitivity")

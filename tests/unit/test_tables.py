@@ -80,3 +80,15 @@ def test_dataset_summary_shows_embedding_coverage_as_percent_and_a_dash_where_no
     page = tables.dataset_summary_html(summary)
     assert "<td>a</td><td>10</td><td>58.3%</td>" in page and "<td>b</td><td>20</td><td>–</td>" in page
     assert "coverage_&lt;source&gt;" in page
+
+def test_trust_page_bolds_exactly_the_trusted_metrics():
+    trust = pd.DataFrame({
+        "dataset": ["a", "a", "b"], "panel": "paper", "metric": ["mse", "r2_deltactrl", "mse"], "n": 20,
+        "mean_drf": [0.8, 0.8, 0.2], "ci_low": [0.7, 0.7, 0.1], "ci_high": [0.9, 0.9, 0.3], "censored": False,
+        "bds": [1.0, 1.0, np.nan], "p_bds": [1e-4, 1e-4, np.nan], "gamed_by": ["", "global_shift", ""],
+        "drf_identical_to": [None, "mse", None], "trustworthy": [True, False, False],
+    })
+    page = tables.trust_html(trust, min_drf=0.5, alpha=0.05, confidence=0.95)
+    assert page.count("<caption>") == 2 and "r2_deltactrl (≡ mse)" in page and "global_shift" in page
+    assert "<td><b>mse</b></td>" in page and "<td><b>r2_deltactrl" not in page
+    assert page.count("<td><b>yes</b></td>") == 1 and "n/a" in page
