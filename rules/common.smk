@@ -381,7 +381,7 @@ def model_input_files(params):
     checkpoint_dir) replaced by the configured resources inside it, so fetch_resource makes them before the job."""
     out = []
     for path in model_jobs.input_files(params):
-        inside = [landing_path(name) for name in sorted(RESOURCES) if landing_path(name).startswith(path.rstrip("/") + "/")]
+        inside = [landing_path(name) for name in sorted(RESOURCES) if Path(path) in Path(landing_path(name)).parents]
         out += inside or [path]
     return out
 
