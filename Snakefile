@@ -12,6 +12,7 @@ include: "rules/metrics.smk"
 include: "rules/calibration.smk"
 include: "rules/stats.smk"
 include: "rules/figures.smk"
+include: "rules/gsea.smk"
 include: "rules/report.smk"
 include: "rules/containers.smk"
 include: "rules/cluster.smk"
@@ -23,3 +24,4 @@ rule all:
         "results/benchmark.done",
         "results/calibration/summary.json",
         "results/metrics.parquet",
+        GSEA_OUTPUTS,
