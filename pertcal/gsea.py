@@ -36,9 +36,9 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {}
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
-            fields = line.rstrip("\r\n").split("\t")
             if not line.strip():
                 continue
+            fields = line.rstrip("\r\n").split("\t")
             genes = [g.split(",")[0].strip() for g in fields[2:]]
             genes = [g for g in genes if g]
             if len(fields) < 3 or not fields[0].strip() or not genes:
@@ -78,12 +78,9 @@ def simulated_target_sets(truth: pd.DataFrame) -> dict[str, list[str]]:
     missing = {"perturbation", "gene", "is_deg"} - set(truth.columns)
     if missing:
         raise PertcalInputError(f"simulator truth table lacks column(s) {sorted(missing)}")
-    single = ~truth["perturbation"].astype(str).str.contains("+", regex=False)
-    rows = truth[single & truth["is_deg"].astype(bool) & (truth["gene"] != truth["perturbation"])]
-    return {
-        SIMULATED_TERM.format(pert): genes["gene"].astype(str).tolist()
-        for pert, genes in rows.groupby("perturbation", sort=False, observed=True)
-    }
+    pert, gene = truth["perturbation"].astype(str), truth["gene"].astype(str)
+    keep = ~pert.str.contains("+", regex=False) & truth["is_deg"].astype(bool) & (gene != pert)
+    return {SIMULATED_TERM.format(p): g.tolist() for p, g in gene[keep].groupby(pert[keep], sort=False)}
 
 
 # --- preranked GSEA ------------------------------------------------------------------------------------------
@@ -94,7 +91,9 @@ class RandomSets:
 
     Each permutation is one random ordering of the G rank positions; the random set of size k is its first k
     positions. Every set size then shares one draw per ranking length (rankings of one length share their nulls,
-    as gseapy's sets share its seed), and a k-set costs a sort of k positions instead of a draw over G.
+    as gseapy's sets share its seed), and a k-set costs a sort of k positions instead of a draw over G. Memory: an
+    int32 (n_permutations, G) ordering per ranking length and an int32 (n_permutations, k) array per set size used
+    (a library has one set per regulator, so at most one size each).
     """
 
     def __init__(self, n_permutations: int, seed: int):
@@ -108,7 +107,8 @@ class RandomSets:
         if key not in self._positions:
             if n_genes not in self._orderings:
                 rng = np.random.default_rng([self.seed, n_genes])
-                self._orderings[n_genes] = rng.permuted(np.tile(np.arange(n_genes), (self.n_permutations, 1)), axis=1)
+                ordering = np.tile(np.arange(n_genes, dtype=np.int32), (self.n_permutations, 1))
+                self._orderings[n_genes] = rng.permuted(ordering, axis=1)
             self._positions[key] = np.sort(self._orderings[n_genes][:, :set_size], axis=1)
         return self._positions[key]
 

@@ -88,7 +88,10 @@ def workflow(make_workflow) -> Workflow:
 # Two small demo datasets (one single task, one combo task, fewer folds, no models): the data, calibration and
 # benchmark stages end to end in a couple of minutes. Models have their own workflow tests.
 SMALL_DEMO = {"run": ["sim_gwps", "sim_wessels"], "processing": {"n_folds_single": 3}, "stats": {"n_resamples": 1000}}
-SMALL_DEMO_TARGETS = ("results/benchmark.done", "results/calibration/summary.json", "results/metrics.parquet")
+SMALL_DEMO_TARGETS = (
+    "results/benchmark.done", "results/calibration/summary.json", "results/metrics.parquet",
+    "results/figures/gsea_self_enrichment.png",
+)
 SMALL_DEMO_STDERR = "small_demo.stderr"
 
 
