@@ -194,3 +194,21 @@ def test_format_p():
     assert plots.format_p(0.0123) == "p=0.012"
     assert plots.format_p(3.2e-7) == "p=3.2e-07"
     assert plots.format_p(np.nan) == "p n/a"
+
+
+def test_gsea_nes_renders_one_panel_per_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    methods = ["gt_half", "mean", "technical_duplicate", "interpolated_duplicate", "linear", "fmlp"]
+    rows = [
+        {"dataset": ds, "task": "single", "fold": 0, "method": m, "perturbation": f"G{i}", "gene_set": f"G{i}",
+         "set_size": 20, "nes": rng.normal(1.5, 1.0), "fdr": rng.uniform(0, 0.2)}
+        for ds in ("strong", "weak") for m in methods for i in range(15)
+    ]
+    # a dataset whose regulators' sets are all below the minimum size: listed, nothing tested
+    rows.append({**rows[0], "dataset": "untested", "nes": np.nan, "fdr": np.nan})
+    fig = plots.gsea_nes(pd.DataFrame(rows), alpha=0.05)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().split(" ")[0] for ax in titled] == ["strong", "weak", "untested"]
+    assert [t.get_text() for t in titled[0].get_xticklabels()][:3] == ["gt half", "mean", "tech. dup."]
+    assert "no perturbed regulator" in titled[2].texts[0].get_text()
+    _check(fig, tmp_path, "gsea_nes")
