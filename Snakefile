@@ -14,6 +14,7 @@ include: "rules/calibration.smk"
 include: "rules/stats.smk"
 include: "rules/figures.smk"
 include: "rules/analyses.smk"
+include: "rules/gsea.smk"
 include: "rules/report.smk"
 include: "rules/containers.smk"
 include: "rules/cluster.smk"
@@ -27,3 +28,4 @@ rule all:
         "results/metrics.parquet",
         ANALYSES_OUTPUTS,
         "results/calibration/calibrated_scores.parquet",
+        GSEA_OUTPUTS,

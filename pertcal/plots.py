@@ -18,6 +18,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from pertcal.gsea import GT_METHOD  # noqa: E402
 from pertcal.io import atomic_path  # noqa: E402
 from pertcal.stats import POSITIVE_CONTROLS, metric_direction, negative_control, order_methods  # noqa: E402
 
@@ -563,4 +564,50 @@ def deg_sensitivity_plot(drf: pd.DataFrame, degs: pd.DataFrame, *, positive_cont
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
                    title="marker: DEG test and BH threshold; colour: dataset")
         fig.suptitle(f"Sensitivity of the calibration to the DEG test (positive control: {positive_control.replace('_', ' ')})")
+
+# --- GSEA self-enrichment (issue 10) ---------------------------------------------------------------
+
+
+def gsea_nes(table: pd.DataFrame, *, alpha: float) -> plt.Figure:
+    """Per dataset: the NES of each tested regulator's own target set, per ranking (gt-half t, then each method's
+    predicted Δ against control); filled where FDR < `alpha`. `table`: pertcal.gsea tables with a dataset column."""
+    tested = table[table["nes"].notna()]
+    datasets = list(dict.fromkeys(table["dataset"]))
+    ncols = 1 if len(datasets) < 3 else 2
+    nrows = max(1, int(np.ceil(len(datasets) / ncols)))
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    with plt.rc_context(STYLE):
+        fig = _figure(A4_WIDTH, 0.9 + 2.3 * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, dataset in zip(axes, datasets):
+            d = tested[tested["dataset"] == dataset]
+            methods = [GT_METHOD, *order_methods(set(table.loc[table["dataset"] == dataset, "method"]) - {GT_METHOD})]
+            for j, method in enumerate(methods):
+                m = d[d["method"] == method]
+                color = NEUTRAL_COLOR if method == GT_METHOD else BETTER_COLOR
+                x = j + rng.uniform(-0.25, 0.25, len(m))
+                significant = (m["fdr"] < alpha).to_numpy()
+                ax.scatter(x[significant], m["nes"].to_numpy()[significant], s=7, color=color, lw=0, alpha=0.8)
+                ax.scatter(x[~significant], m["nes"].to_numpy()[~significant], s=7, facecolor="none", edgecolor=color,
+                           lw=0.5, alpha=0.8)
+                if len(m):
+                    ax.hlines(m["nes"].median(), j - 0.32, j + 0.32, color="black", lw=1.5)
+            ax.axhline(0, color="black", lw=0.5, ls=":")
+            ax.set_xticks(np.arange(len(methods)), [SHORT_NAMES.get(m, m).replace("_", " ") for m in methods],
+                          rotation=40, ha="right", fontsize=6.5)
+            ax.set_xlim(-0.6, len(methods) - 0.4)
+            n = d.loc[d["method"] == GT_METHOD, ["perturbation", "gene_set"]].drop_duplicates().shape[0]
+            ax.set_title(f"{dataset} ({n} regulator sets tested on the gt half)")
+            if d.empty:
+                ax.text(0.5, 0.5, "no perturbed regulator has a target set\nof the minimum size",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=7, color=NEUTRAL_COLOR)
+        for ax in axes[::ncols]:
+            ax.set_ylabel("NES of own target set")
+        for ax in axes[len(datasets):]:
+            ax.set_axis_off()
+        fig.suptitle(
+            "GSEA self-enrichment: is a perturbed regulator's own target set enriched in the ranking?\n"
+            f"gt half = observed t statistic; others = predicted Δ vs control; filled: FDR < {alpha:g}; "
+            "black lines: medians"
+        )
     return fig

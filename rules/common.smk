@@ -404,6 +404,27 @@ def run_resources():
                     names.add(path.removeprefix(f"{LANDING_DIR}/"))
     return sorted(names)
 
+def gene_set_library(wildcards):
+    """The dataset's regulator target sets: the simulator's truth for simulated data, else the configured library."""
+    if is_simulated(wildcards.dataset):
+        return f"resources/simulated/{wildcards.dataset}/gene_sets.gmt"
+    return config["analyses"]["gsea"]["gene_sets"]
+
+
+def gsea_folds(dataset):
+    """(task, fold) of every fold of the dataset: its test perturbations are the ones ranked."""
+    return [(task, fold) for task in tasks_of(dataset) for fold in folds_of(dataset, task)]
+
+
+def gsea_runs(dataset):
+    """(task, fold, method) of every prediction ranked by its Δ against control (the control's own Δ is 0)."""
+    return [
+        (task, fold, method)
+        for task, fold in gsea_folds(dataset)
+        for method in methods_of(dataset, task)
+        if method != "control" and fold in method_folds(dataset, task, method)
+    ]
+
 
 wildcard_constraints:
     # only configured names: keeps results/calibration/… and results/stats/… from matching {dataset}

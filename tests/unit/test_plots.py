@@ -255,3 +255,20 @@ def test_deg_sensitivity_plot_renders(tmp_path):
                          for ds in ("weak", "strong") for t, a in variants])
     fig = plots.deg_sensitivity_plot(drf, degs, positive_control="interpolated_duplicate")
     _check(fig, tmp_path, "deg_sensitivity")
+
+def test_gsea_nes_renders_one_panel_per_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    methods = ["gt_half", "mean", "technical_duplicate", "interpolated_duplicate", "linear", "fmlp"]
+    rows = [
+        {"dataset": ds, "task": "single", "fold": 0, "method": m, "perturbation": f"G{i}", "gene_set": f"G{i}",
+         "set_size": 20, "nes": rng.normal(1.5, 1.0), "fdr": rng.uniform(0, 0.2)}
+        for ds in ("strong", "weak") for m in methods for i in range(15)
+    ]
+    # a dataset whose regulators' sets are all below the minimum size: listed, nothing tested
+    rows.append({**rows[0], "dataset": "untested", "nes": np.nan, "fdr": np.nan})
+    fig = plots.gsea_nes(pd.DataFrame(rows), alpha=0.05)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().split(" ")[0] for ax in titled] == ["strong", "weak", "untested"]
+    assert [t.get_text() for t in titled[0].get_xticklabels()][:3] == ["gt half", "mean", "tech. dup."]
+    assert "no perturbed regulator" in titled[2].texts[0].get_text()
+    _check(fig, tmp_path, "gsea_nes")

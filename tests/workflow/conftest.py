@@ -93,6 +93,7 @@ SMALL_DEMO_TARGETS = (
     "results/benchmark.done", "results/calibration/summary.json", "results/metrics.parquet",
     # the analyses (rules/analyses.smk): `all` builds them, so the README's report needs them
     *[f"results/figures/{n}.{e}" for n in ("drf_vs_quality", "strength_genes", "titration") for e in ("pdf", "png")],
+    "results/figures/gsea_self_enrichment.png",
 )
 SMALL_DEMO_STDERR = "small_demo.stderr"
 
