@@ -564,6 +564,8 @@ def deg_sensitivity_plot(drf: pd.DataFrame, degs: pd.DataFrame, *, positive_cont
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
                    title="marker: DEG test and BH threshold; colour: dataset")
         fig.suptitle(f"Sensitivity of the calibration to the DEG test (positive control: {positive_control.replace('_', ' ')})")
+    return fig
+
 
 # --- GSEA self-enrichment (issue 10) ---------------------------------------------------------------
 
