@@ -201,10 +201,13 @@ class Fold:
 def _top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     """(P, G) bool: the k genes of largest |t| per row (ties: gene order; NaN last)."""
     key = np.where(np.isnan(scores), -np.inf, np.abs(scores))
-    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-    mask = np.zeros(scores.shape, dtype=bool)
-    np.put_along_axis(mask, order, True, axis=1)
-    return mask
+    if k >= key.shape[1]:
+        return np.ones(key.shape, dtype=bool)
+    # A partition finds each row's k-th largest value; genes tied with it enter in gene order.
+    kth = -np.partition(-key, k - 1, axis=1)[:, k - 1 : k]
+    above = key > kth
+    tied = key == kth
+    return above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
 
 
 def _on_deltas(fn: Callable, genes: str, reference: str | None) -> Callable[[Fold], np.ndarray]:
@@ -247,6 +250,10 @@ def _target_pairs(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _discrimination(f: Fold, distance: str) -> np.ndarray:
     """(P,) cell-eval's discrimination score 1 − rank/P: rank = truths Δctrl strictly closer to the predicted Δctrl
     than its own, the prediction's target genes excluded; distance 'l1', 'l2' or 'cosine'."""
+    return f.cached(("discrimination", distance), lambda: _discriminate(f, distance))
+
+
+def _discriminate(f: Fold, distance: str) -> np.ndarray:
     a, b = f.delta("ctrl")
     P = len(a)
     ti, tg = _target_pairs(f.targets)
@@ -281,7 +288,8 @@ def _discrimination(f: Fold, distance: str) -> np.ndarray:
 
 def _de_ranks(f: Fold) -> dict:
     """Per-row rankings shared by the DE metrics: positions of each gene by |predicted Δctrl| (descending, ties in
-    gene order) and of the true DEGs by |true Δctrl|, the sorted |predicted Δctrl| and labels, the DEG counts."""
+    gene order), (rows, genes, rank) of the true DEGs by |true Δctrl|, the sorted |predicted Δctrl| and labels, the
+    DEG counts."""
 
     def compute():
         pred_lfc, true_lfc = f.delta("ctrl")
@@ -290,12 +298,15 @@ def _de_ranks(f: Fold) -> dict:
         pred_order = np.argsort(-np.abs(pred_lfc), axis=1, kind="stable")
         pred_rank = np.empty((P, G), dtype=np.int64)
         np.put_along_axis(pred_rank, pred_order, positions, axis=1)
-        true_key = np.where(f.deg_mask, -np.abs(true_lfc), np.inf)
-        true_rank = np.empty((P, G), dtype=np.int64)
-        np.put_along_axis(true_rank, np.argsort(true_key, axis=1, kind="stable"), positions, axis=1)
+        # True DEGs only (few): their rank within the row by |true Δctrl|, ties in gene order.
+        rows, genes = np.nonzero(f.deg_mask)
+        order = np.lexsort((genes, -np.abs(true_lfc[rows, genes]), rows))
+        row_start = np.r_[0, np.cumsum(np.bincount(rows, minlength=P))[:-1]]
+        true_rank = np.empty(len(rows), dtype=np.int64)
+        true_rank[order] = np.arange(len(rows)) - row_start[rows[order]]
         return {
             "pred_rank": pred_rank,
-            "true_rank": true_rank,
+            "true_rank": (rows, genes, true_rank),
             "sorted_score": np.take_along_axis(np.abs(pred_lfc), pred_order, axis=1),
             "sorted_label": np.take_along_axis(f.deg_mask, pred_order, axis=1),
             "n_true": f.deg_mask.sum(axis=1),
@@ -309,7 +320,8 @@ def _overlap(f: Fold, k: int | None) -> np.ndarray:
     NaN without DEGs."""
     r = _de_ranks(f)
     k_eff = r["n_true"] if k is None else np.minimum(k, r["n_true"])
-    hits = ((r["pred_rank"] < k_eff[:, None]) & (r["true_rank"] < k_eff[:, None])).sum(axis=1)
+    rows, genes, true_rank = r["true_rank"]
+    hits = np.bincount(rows, (true_rank < k_eff[rows]) & (r["pred_rank"][rows, genes] < k_eff[rows]), len(k_eff))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(k_eff > 0, hits / k_eff, np.nan)
 
@@ -576,6 +588,11 @@ def panel_metrics(panels=("paper",)) -> list[str]:
     return [name for name, m in METRICS.items() if m.panel in set(panels)]
 
 
+def panel_specs(panels=("paper",)) -> dict[str, Metric]:
+    """The registry restricted to some panels (the per-dataset figures show the paper's panel)."""
+    return {name: METRICS[name] for name in panel_metrics(panels)}
+
+
 def metric_specs(panels=PANELS) -> pd.DataFrame:
     """One row per metric of the given panels: metric, panel, higher_is_better, perfect, negative_control, reference,
     genes, identical_to — what calibration (DRF, BDS, calibrated scores) needs to know about each metric."""
@@ -592,6 +609,44 @@ def metric_specs(panels=PANELS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def make_fold(pred, truth, control, mean, weights, deg_mask, *, scores=None, targets=None, train_means=None) -> Fold:
+    """A validated Fold from arrays (see score_predictions); optional inputs default to 'absent'."""
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    P, G = truth.shape
+    scores = np.full((P, G), np.nan) if scores is None else np.asarray(scores, dtype=np.float64)
+    targets = np.zeros((P, G), dtype=bool) if targets is None else np.asarray(targets, dtype=bool)
+    train_means = np.empty((0, G)) if train_means is None else np.asarray(train_means, dtype=np.float64)
+    expected = {"pred": (P, G), "control": (G,), "mean": (G,), "weights": (P, G), "deg_mask": (P, G),
+                "scores": (P, G), "targets": (P, G), "train_means": (len(train_means), G)}
+    given = dict(pred=pred, control=control, mean=mean, weights=weights, deg_mask=deg_mask, scores=scores,
+                 targets=targets, train_means=train_means)
+    for name, shape in expected.items():
+        if np.shape(given[name]) != shape:
+            raise ValueError(f"score_predictions: {name} has shape {np.shape(given[name])}, expected {shape}")
+    centroids = np.vstack([truth, train_means])
+    return Fold(
+        pred=pred, truth=truth, control=np.asarray(control, dtype=np.float64), mean=np.asarray(mean, dtype=np.float64),
+        weights=np.asarray(weights, dtype=np.float64), deg_mask=np.asarray(deg_mask, dtype=bool), scores=scores,
+        targets=targets, centroids=centroids, centre=centroids.mean(axis=0),
+    )
+
+
+def score_fold_metrics(fold: Fold, names) -> np.ndarray:
+    """(P, len(names)) values of the named metrics; row-wise ones over row blocks, the others on the whole fold."""
+    specs = [METRICS[n] for n in names]
+    P, G = fold.truth.shape
+    values = np.empty((P, len(specs)))
+    rowwise = [k for k, m in enumerate(specs) if m.rowwise]
+    step = max(1, _BLOCK_VALUES // G)
+    for start in range(0, P, step):
+        block = fold.rows(slice(start, start + step))
+        for k in rowwise:
+            values[start : start + step, k] = specs[k].fn(block)
+    for k in (k for k, m in enumerate(specs) if not m.rowwise):
+        values[:, k] = specs[k].fn(fold)
+    return values
+
+
 def score_predictions(
     pred, truth, control, mean, weights, deg_mask, perturbations, *, panels=("paper",), scores=None, targets=None,
     train_means=None,
@@ -604,42 +659,16 @@ def score_predictions(
     gene spaces, else undefined), `targets` (P, G) bool target genes (excluded by the discrimination scores),
     `train_means` (T, G) the train perturbations' means (Systema's centroids beside the test truths).
     """
-    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    P, G = truth.shape
     perturbations = np.asarray(perturbations, dtype=object)
-    scores = np.full((P, G), np.nan) if scores is None else np.asarray(scores, dtype=np.float64)
-    targets = np.zeros((P, G), dtype=bool) if targets is None else np.asarray(targets, dtype=bool)
-    train_means = np.empty((0, G)) if train_means is None else np.asarray(train_means, dtype=np.float64)
-    expected = {"pred": (P, G), "control": (G,), "mean": (G,), "weights": (P, G), "deg_mask": (P, G), "perturbations": (P,),
-                "scores": (P, G), "targets": (P, G), "train_means": (len(train_means), G)}
-    given = dict(pred=pred, control=control, mean=mean, weights=weights, deg_mask=deg_mask, perturbations=perturbations,
-                 scores=scores, targets=targets, train_means=train_means)
-    for name, shape in expected.items():
-        if np.shape(given[name]) != shape:
-            raise ValueError(f"score_predictions: {name} has shape {np.shape(given[name])}, expected {shape}")
-    centroids = np.vstack([truth, train_means])
-    fold = Fold(
-        pred=pred, truth=truth, control=np.asarray(control, dtype=np.float64), mean=np.asarray(mean, dtype=np.float64),
-        weights=np.asarray(weights, dtype=np.float64), deg_mask=np.asarray(deg_mask, dtype=bool), scores=scores,
-        targets=targets, centroids=centroids, centre=centroids.mean(axis=0),
-    )
-
+    if perturbations.shape != (np.shape(truth)[0],):
+        raise ValueError(f"score_predictions: perturbations has shape {perturbations.shape}, expected {np.shape(truth)[:1]}")
+    fold = make_fold(pred, truth, control, mean, weights, deg_mask, scores=scores, targets=targets, train_means=train_means)
     names = panel_metrics(panels)
-    specs = [METRICS[n] for n in names]
-    rowwise = [k for k, m in enumerate(specs) if m.rowwise]
-    whole = [k for k, m in enumerate(specs) if not m.rowwise]
-    values = np.empty((P, len(specs)))
-    step = max(1, _BLOCK_VALUES // G)
-    for start in range(0, P, step):
-        block = fold.rows(slice(start, start + step))
-        for k in rowwise:
-            values[start : start + step, k] = specs[k].fn(block)
-    for k in whole:
-        values[:, k] = specs[k].fn(fold)
+    values = score_fold_metrics(fold, names)
     return pd.DataFrame(
         {
             "perturbation": np.repeat(perturbations, len(names)),
-            "metric": np.tile(np.array(names, dtype=object), P),
+            "metric": np.tile(np.array(names, dtype=object), len(perturbations)),
             "value": values.ravel(),
         }
     )
