@@ -229,7 +229,7 @@ def _mae(pred: np.ndarray, truth: np.ndarray, w: np.ndarray | None) -> np.ndarra
     return np.abs(pred - truth).mean(axis=1)
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "nsz", "contract"}, cache=True)
+@numba.njit(parallel=True, fastmath={"reassoc", "nsz", "contract"})
 def _l1_matrix(a, b):  # pragma: no cover - compiled
     """(P, Q) L1 distances between rows (reassociated sums: vectorized, deterministic per machine)."""
     out = np.empty((a.shape[0], b.shape[0]))
