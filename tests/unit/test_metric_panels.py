@@ -251,3 +251,11 @@ def test_top_k_space_undefined_for_untested():
     top = np.argsort(-np.abs(scores[0]), kind="stable")[:20]
     assert v.loc["a", "mse_top20"] == pytest.approx(np.mean((pred[0, top] - truth[0, top]) ** 2), rel=1e-12)
     assert v.loc["b"].isna().all()
+
+
+def test_l1_tiles_cover_ragged_shapes():
+    from pertcal.metrics import _l1_matrix
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(70, 2100)), rng.normal(size=(33, 2100))  # neither a multiple of the tile sizes
+    np.testing.assert_allclose(_l1_matrix(a, b), cdist(a, b, "cityblock"), rtol=1e-12)
