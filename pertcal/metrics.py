@@ -168,6 +168,7 @@ class Fold:
         return replace(self, **{k: getattr(self, k)[rows] for k in per_row}, _cache={})
 
     def cached(self, key, compute: Callable):
+        """compute() once per Fold under `key` (deltas, gene spaces, rankings, distances shared by metrics)."""
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
