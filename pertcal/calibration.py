@@ -31,9 +31,9 @@ _BATCH = 1000
 
 def score_calibration_controls(
     stats: ad.AnnData, folds: dict[str, pd.DataFrame], degs_gt: ad.AnnData, *, methods, dataset: str, seed: int,
-    deg_alpha: float,
+    deg_alpha: float, panels=("paper",),
 ) -> pd.DataFrame:
-    """Metric values (METRICS_COLUMNS) of the calibration controls `methods` on every fold of every task.
+    """Metric values (METRICS_COLUMNS) of the metric `panels` for the calibration controls `methods` on every fold.
 
     `stats`: the dataset's stats.h5ad (`sum`); `folds`: task → folds table; `degs_gt`: gt DEG matrices. Random
     predictors draw from a generator seeded by (seed, dataset, task, fold, method): same seed, same table.
@@ -45,7 +45,8 @@ def score_calibration_controls(
             for method in methods:
                 pred = predict_baseline(method, d, seed=comparison_rng(seed, dataset, task, str(fold), method))
                 prediction = as_prediction(pred, method=method, dataset=dataset, task=task, fold=int(fold))
-                scores = score_fold(prediction, stats, table, int(fold), degs_gt, deg_alpha=deg_alpha, source=method)
+                scores = score_fold(prediction, stats, table, int(fold), degs_gt, deg_alpha=deg_alpha, panels=panels,
+                                    source=method)
                 parts.append(scores.assign(dataset=dataset, task=task, fold=np.int64(fold), method=method))
     return pd.concat(parts, ignore_index=True)[METRICS_COLUMNS] if parts else pd.DataFrame(columns=METRICS_COLUMNS)
 
@@ -273,7 +274,7 @@ def trust_table(drf_ci: pd.DataFrame, bds: pd.DataFrame, gaming: pd.DataFrame, *
 
 def deg_sensitivity(
     stats: ad.AnnData, folds: dict[str, pd.DataFrame], truth: pd.DataFrame | None, *, dataset: str, variants,
-    min_cells: int, modality: str, specs: pd.DataFrame, td_rest_includes_controls: bool = False,
+    min_cells: int, modality: str, specs: pd.DataFrame, td_rest_includes_controls: bool = False, panels=("paper",),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """DRF of every metric, and the DEG calls, under each DEG test variant ((test, alpha) pairs).
 
@@ -295,7 +296,7 @@ def deg_sensitivity(
                     for method in CONTROL_METHODS:
                         prediction = as_prediction(predict_baseline(method, d), method=method, dataset=dataset,
                                                    task=task, fold=int(fold))
-                        scores = score_fold(prediction, stats, table, int(fold), degs["gt"], deg_alpha=alpha)
+                        scores = score_fold(prediction, stats, table, int(fold), degs["gt"], deg_alpha=alpha, panels=panels)
                         parts.append(scores.assign(dataset=dataset, task=task, fold=np.int64(fold), method=method))
             drf = compute_drf(pd.concat(parts, ignore_index=True), specs)
             summary = drf.groupby(["metric", "positive_control"], sort=False)["drf"].agg(n="count", mean_drf="mean")

@@ -11,8 +11,8 @@ import pandas as pd
 
 from pertcal.baselines import fold_data, fold_split
 from pertcal.reduce import half_means
-from pertcal.degs import deg_mask, deg_weights
-from pertcal.harmonize import CONTROL
+from pertcal.degs import deg_mask, deg_matrix, deg_weights
+from pertcal.harmonize import CONTROL, targets_of
 from pertcal.io import PertcalInputError, read_rows
 from pertcal.metrics import score_predictions
 
@@ -29,10 +29,11 @@ def read_scoring_inputs(stats_path, degs_gt_path, folds: pd.DataFrame, fold: int
 
 def score_fold(
     prediction: ad.AnnData, stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_gt: ad.AnnData, *,
-    deg_alpha: float, source: str = "prediction",
+    deg_alpha: float, panels=("paper",), source: str = "prediction",
 ) -> pd.DataFrame:
     """Long (perturbation, metric, value) table of one method's predictions on one fold; truth = gt-half means.
 
+    `panels`: the metric panels scored (pertcal.metrics.PANELS).
     `stats` (Σx) and `degs_gt` (DEG matrices) may hold only the rows scoring reads; both are matched by name.
     """
     d = fold_data(stats, folds, fold, degs_td=None, modality="")
@@ -55,6 +56,10 @@ def score_fold(
         deg_weights(degs_gt, d.test, d.genes),
         deg_mask(degs_gt, d.test, d.genes, alpha=deg_alpha),
         d.test,
+        panels=panels,
+        scores=deg_matrix(degs_gt, d.test, d.genes, "score", np.nan),
+        targets=np.array([d.genes.isin(targets_of(p)) for p in d.test], dtype=bool).reshape(len(d.test), len(d.genes)),
+        train_means=d.means.loc[d.train, d.genes].to_numpy(),
     )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pertcal.embed import coverage
-from pertcal.metrics import METRICS
+from pertcal.metrics import METRICS, panel_specs
 
 
 def n_degs(degs: ad.AnnData, *, alpha: float) -> pd.Series:
@@ -92,5 +92,5 @@ def calibration_summary(drf: pd.DataFrame, summary: pd.DataFrame, recovery: dict
             "drf_mse_rises_with_strength_spearman": float(rho),
             "drf_mse_rises_with_strength": bool(rho > 0),
         },
-        "metrics": list(METRICS),
+        "metrics": [m for m in METRICS if m in panel_specs() or m in set(drf["metric"])],
     }

@@ -82,6 +82,7 @@ rule score_calibration_controls:
         tasks=lambda wc: tasks_of(wc.dataset),
         seed=config["seed"],
         deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+        panels=config["metrics"],
     log:
         "logs/score_calibration_controls/{dataset}.log",
     benchmark:
@@ -165,6 +166,7 @@ rule deg_sensitivity:
         variants=[[v["test"], v["alpha"]] for v in CALIBRATION["deg_tests"]],
         min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
         td_rest_includes_controls=lambda wc: dataset_cfg(wc.dataset)["processing"]["td_rest_includes_controls"],
+        panels=config["metrics"],
         modality=lambda wc: dataset_cfg(wc.dataset)["modality"],
     log:
         "logs/deg_sensitivity/{dataset}.log",

@@ -1,4 +1,4 @@
-# The 13 metrics per (dataset, task, fold, method) and one tidy table of all of them.
+# The metrics of the configured panels (config `metrics`) per (dataset, task, fold, method) and one tidy table of all of them.
 
 
 rule score_metrics:
@@ -11,6 +11,7 @@ rule score_metrics:
         "results/{dataset}/metrics/{task}/fold{fold}/{method}.parquet",
     params:
         deg_alpha=lambda wc: dataset_cfg(wc.dataset)["processing"]["deg_alpha"],
+        panels=config["metrics"],
     log:
         "logs/score_metrics/{dataset}/{task}/fold{fold}/{method}.log",
     benchmark:

@@ -13,7 +13,7 @@ drf, degs = deg_sensitivity(
     read_rows(snakemake.input.stats, layers=("sum", "sumsq")), folds,
     pd.read_parquet(snakemake.input.truth) if snakemake.input.truth else None,
     dataset=snakemake.wildcards.dataset, variants=[tuple(v) for v in p.variants], min_cells=p.min_cells,
-    td_rest_includes_controls=p.td_rest_includes_controls, modality=p.modality, specs=metric_specs(),
+    td_rest_includes_controls=p.td_rest_includes_controls, panels=p.panels, modality=p.modality, specs=metric_specs(),
 )
 write_parquet(drf, snakemake.output.drf)
 write_parquet(degs, snakemake.output.degs)

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from pertcal.io import log_to
-from pertcal.metrics import METRICS
+from pertcal.metrics import panel_specs
 from pertcal.plots import drf_heatmap, save_figure
 from pertcal.stats import summarize_drf
 
@@ -11,7 +11,7 @@ log_to(snakemake.log[0])
 p = snakemake.params
 cells = summarize_drf(pd.read_parquet(snakemake.input.drf), p.positive_control, p.min_perturbations)
 fig = drf_heatmap(
-    cells, pd.read_csv(snakemake.input.summary), list(METRICS),
+    cells, pd.read_csv(snakemake.input.summary), list(panel_specs()),
     positive_control=p.positive_control, min_perturbations=p.min_perturbations,
 )
 save_figure(fig, snakemake.output.pdf, snakemake.output.png)

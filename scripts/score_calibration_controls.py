@@ -12,5 +12,6 @@ folds = {task: pd.read_parquet(snakemake.input[task]) for task in p.tasks}
 scores = score_calibration_controls(
     read_rows(snakemake.input.stats, layers=("sum",)), folds, ad.read_h5ad(snakemake.input.degs_gt),
     methods=p.methods, dataset=snakemake.wildcards.dataset, seed=p.seed, deg_alpha=p.deg_alpha,
+    panels=p.panels,
 )
 write_parquet(scores, snakemake.output[0])

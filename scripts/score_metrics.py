@@ -1,4 +1,4 @@
-"""Rule score_metrics: the 13 metrics of one method on one fold."""
+"""Rule score_metrics: the configured panels' metrics of one method on one fold."""
 
 import anndata as ad
 import pandas as pd
@@ -12,6 +12,6 @@ folds = pd.read_parquet(snakemake.input.folds)
 stats, degs_gt = read_scoring_inputs(snakemake.input.stats, snakemake.input.degs_gt, folds, fold)
 scores = score_fold(
     ad.read_h5ad(snakemake.input.prediction), stats, folds, fold, degs_gt,
-    deg_alpha=snakemake.params.deg_alpha, source=snakemake.input.prediction,
+    deg_alpha=snakemake.params.deg_alpha, panels=snakemake.params.panels, source=snakemake.input.prediction,
 )
 write_parquet(scores, snakemake.output[0])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import SMALL_DEMO as SMALL, SMALL_DEMO_TARGETS as TARGETS
-from pertcal.metrics import METRICS
+from pertcal.metrics import panel_metrics
 
 pytestmark = pytest.mark.workflow
 
@@ -35,7 +35,7 @@ def test_outputs_complete_and_consistent(small_run):
     res = small_run.path / "results"
     metrics = pd.read_parquet(res / "metrics.parquet")
     assert list(metrics.columns) == ["dataset", "task", "fold", "method", "perturbation", "metric", "value"]
-    assert set(metrics["metric"]) == set(METRICS)
+    assert set(metrics["metric"]) == set(panel_metrics())  # the default panel: the paper's 13
     got = metrics.groupby(["dataset", "task"])["method"].agg(lambda m: set(m)).to_dict()
     base = {"control", "mean", "technical_duplicate", "interpolated_duplicate", "crispr_informed_mean"}
     assert got == {("sim_gwps", "single"): base | {"linear"}, ("sim_wessels", "combo"): base | {"additive"}}
@@ -123,6 +123,15 @@ def test_td_rest_option_reruns_only_the_td_deg_test_and_what_reads_it(small_run)
     # of the baselines only the interpolated duplicate reads the td test
     predicted = re.findall(r"rule predict_baseline:.*?wildcards: [^\n]*method=(\w+)", plan, re.S)
     assert predicted and set(predicted) == {"interpolated_duplicate"}, predicted
+
+
+def test_changing_metric_panels_reruns_only_scoring_and_what_follows(small_run):
+    config = {**SMALL, "metrics": ["paper", "cell_eval", "perturbench", "systema"]}
+    rules = {rule for rule, _ in planned_jobs(small_run.run("-n", *TARGETS, config=config).stdout)}
+    assert {"score_metrics", "collect_dataset_metrics", "compute_drf"} <= rules, rules
+    upstream = {"simulate_dataset", "preprocess_dataset", "split_halves", "assign_folds", "reduce_cells", "test_degs",
+                "predict_baseline", "train_model", "predict_model"}
+    assert not rules & upstream, rules
 
 
 def test_single_dataset_target_plans_only_that_dataset(workflow):
