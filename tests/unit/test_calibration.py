@@ -7,7 +7,7 @@ import scipy.stats
 
 from pertcal import calibration as cal
 from pertcal.drf import dynamic_range_fraction
-from pertcal.metrics import METRICS, metric_specs, score_predictions
+from pertcal.metrics import DRF_IDENTITIES, METRICS, metric_specs, score_predictions
 
 SPECS = metric_specs()
 
@@ -155,8 +155,9 @@ def test_drf_identities_hold_numerically():
             index="perturbation", columns="metric", values="value")
         for name, pred in (("pos", pos), ("neg", neg))
     }
-    drf = {m: dynamic_range_fraction(scores["pos"][m], scores["neg"][m], m) for m in METRICS}
-    for metric, twin in SPECS.dropna(subset=["drf_identical_to"])[["metric", "drf_identical_to"]].itertuples(index=False):
+    drf = {m: dynamic_range_fraction(scores["pos"][m], scores["neg"][m], m) for m in scores["pos"].columns}
+    # the pairs identical by algebra (pairs with identical values, Metric.identical_to, are tested with the panels)
+    for metric, twin in DRF_IDENTITIES.items():
         r2_p, r2_n = scores["pos"][metric].to_numpy(), scores["neg"][metric].to_numpy()
         e_p, e_n = scores["pos"][twin].to_numpy(), scores["neg"][twin].to_numpy()
         # Without the DRF's 1e-6 both are (SS_neg − SS_pos) / SS_neg of the same squared errors: equal to rounding.
@@ -164,7 +165,8 @@ def test_drf_identities_hold_numerically():
         # With it they differ by at most 1e-6 over each denominator.
         assert (np.abs(drf[metric] - drf[twin]) <= 1e-6 * (1 / (1 - r2_n) + 1 / e_n)).all()
         assert not np.allclose(drf[metric], drf["pearson_deltactrl"], rtol=1e-2)
-    assert set(SPECS["drf_identical_to"].dropna()) == {"mse", "wmse"}
+    assert set(DRF_IDENTITIES.values()) == {"mse", "wmse"}
+    assert SPECS.set_index("metric").loc[list(DRF_IDENTITIES), "drf_identical_to"].tolist() == ["mse", "wmse"]
 
 
 def test_metric_specs_follow_the_registry():

@@ -81,12 +81,18 @@ def _series(result, f):
     return pd.Series(result).reindex(f["names"]).to_numpy(dtype=float)
 
 
+def row_identity(specs, metric):
+    return specs.set_index("metric").loc[metric, "drf_identical_to"]
+
+
 def test_registry_and_specs():
     specs = metric_specs()
     assert list(specs["metric"]) == list(METRICS) and not specs["metric"].duplicated().any()
     assert set(specs["panel"]) == {"paper", "cell_eval", "perturbench", "systema", "gene_spaces"}
     assert list(specs.columns) == ["metric", "panel", "higher_is_better", "perfect", "negative_control", "reference",
-                                   "genes", "identical_to"]
+                                   "genes", "identical_to", "drf_identical_to"]
+    # identical values mean identical DRFs; r2_deltactrl ≡ mse by algebra
+    assert row_identity(specs, "pearson_delta") == "pearson_deltactrl" and row_identity(specs, "r2_deltactrl") == "mse"
     row = specs.set_index("metric")
     assert row.loc["pearson_deltapert", "negative_control"] == "control"
     assert row.loc["pearson_deltacentroid", "negative_control"] == "control"
