@@ -135,7 +135,7 @@ def _dataset_of(path: str) -> str | None:
     """The dataset an output belongs to, or None for the run's cross-dataset outputs."""
     m = re.match(r"(?:results|resources(?:/simulated)?)/([a-z0-9_]+)/", path)
     # results/stats, tables and figures hold per-dataset files too, but they sit after the cross-dataset collection
-    return m.group(1) if m and m.group(1) not in ("calibration", "stats", "simulated", "tables", "figures") else None
+    return m.group(1) if m and m.group(1) not in ("calibration", "stats", "simulated", "tables", "figures", "analyses") else None
 
 
 @pytest.mark.workflow
