@@ -27,7 +27,7 @@ from pertcal.io import PertcalInputError
 from pertcal.models import embeddings
 from pertcal.models.data import FoldCells
 from pertcal.models.params import TRAINING, Param, non_negative, positive, positive_int, resolve_params, with_defaults
-from pertcal.models.training import CURVE_COLUMNS, fallback, mlp, seeded
+from pertcal.models.training import CURVE_COLUMNS, encode_training_labels, fallback, mlp, seeded
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,7 @@ class ScLambdaModel:
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit on the deltas of train and control cells; keep the epoch whose validation perturbations' predicted
         mean deltas correlate best with the observed ones (val_loss = 1 − mean Pearson r)."""
-        table = embeddings.gene_embedding(params, fold.means(fold.train), fold.genes, where=where)
-        labels = fold.train + fold.val + [CONTROL]
-        members, rows, ok = embeddings.encode(labels, table)
-        dropped = [p for p, good in zip(labels, ok) if not good]
-        if dropped:
-            log.warning("%d train/val perturbations have a target without embedding and are left out: %s",
-                        len(dropped), ", ".join(dropped[:20]))
+        table, labels, members, rows, ok = encode_training_labels(fold, params, where=where)
         pert_emb = members @ rows  # (P, K): a combination is the sum of all its targets' rows
         code = pd.Series(np.arange(len(labels)), index=labels)[fold.perturbation].to_numpy()
         usable = ok[code]

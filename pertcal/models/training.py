@@ -127,6 +127,19 @@ def fallback(pred: pd.DataFrame, ok: np.ndarray, fold: FoldCells, *, reason: str
     return pred
 
 
+def encode_training_labels(fold: FoldCells, params: dict, *, where: str):
+    """(table, labels, members, rows, ok) of the fold's train, val and control labels through the gene embedding;
+    perturbations with a target lacking an embedding are logged (ok False) and left out by the caller."""
+    table = embeddings.gene_embedding(params, fold.means(fold.train), fold.genes, where=where)
+    labels = fold.train + fold.val + [CONTROL]
+    members, rows, ok = embeddings.encode(labels, table)
+    dropped = [p for p, good in zip(labels, ok) if not good]
+    if dropped:
+        log.warning("%d train/val perturbations have a target without embedding and are left out: %s",
+                    len(dropped), ", ".join(dropped[:20]))
+    return table, labels, members, rows, ok
+
+
 @dataclass(frozen=True)
 class EmbeddingModel:
     """A torch model whose perturbation input is the sum over its target genes of gene-embedding rows.
@@ -149,13 +162,7 @@ class EmbeddingModel:
 
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit on the fold's train cells (control too if the model uses it), select on val cells."""
-        table = embeddings.gene_embedding(params, fold.means(fold.train), fold.genes, where=where)
-        labels = fold.train + fold.val + [CONTROL]
-        members, rows, ok = embeddings.encode(labels, table)
-        dropped = [p for p, good in zip(labels, ok) if not good]
-        if dropped:
-            log.warning("%d train/val perturbations have a target without embedding and are left out: %s",
-                        len(dropped), ", ".join(dropped[:20]))
+        table, labels, members, rows, ok = encode_training_labels(fold, params, where=where)
         code = pd.Series(np.arange(len(labels)), index=labels)[fold.perturbation].to_numpy()
         usable = ok[code]
         in_train = np.isin(fold.perturbation, fold.train + ([CONTROL] if self.train_on_control else []))
