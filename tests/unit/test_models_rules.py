@@ -105,19 +105,18 @@ def test_simulated_resources_and_folds_replace_the_models_own_on_simulated_data_
     assert jobs.folds(spec, [0, 1, 2, 3, 4], simulated=False) == jobs.folds({}, [0, 1, 2, 3, 4], simulated=True)
 
 
-def test_demo_models_run_on_two_folds_of_a_simulated_dataset_with_one_thread(workdir):
-    """The full demo plans every baseline on every fold, and the models on their `simulated_folds` first folds only
-    (two; one for the paper's deep models), each on one core."""
+def test_demo_models_run_on_one_fold_of_a_simulated_dataset_with_one_thread(workdir):
+    """The full demo plans every baseline on every fold, and the models on their `simulated_folds` first fold only,
+    each on one core."""
     result = _dry_run(workdir, "results/sim_gwps/metrics.parquet")
     assert result.returncode == 0, result.stderr[-3000:]
     planned = _jobs(result.stdout)
     scored = {tuple(out.split("/")[-2:]) for (rule, out) in planned if rule == "score_metrics"}
     assert {f for f, m in scored if m == "mean.parquet"} == {f"fold{k}" for k in range(5)}
-    assert {f for f, m in scored if m == "gears.parquet"} == {"fold0", "fold1"}
-    for deep in ("scgpt", "sclambda", "presage"):
-        assert {f for f, m in scored if m == f"{deep}.parquet"} == {"fold0"}
+    for model in ("gears", "fmlp", "scgpt", "sclambda", "presage"):
+        assert {f for f, m in scored if m == f"{model}.parquet"} == {"fold0"}
     trains = [block for (rule, _), block in planned.items() if rule == "train_model"]
-    assert len(trains) == 13 and all("--threads 1" in block for block in trains)
+    assert len(trains) == 8 and all("--threads 1" in block for block in trains)
 
 
 def test_a_missing_package_is_found_without_importing_it(monkeypatch):
