@@ -1,9 +1,9 @@
 """Memory and time of every stage on genome-wide-screen-shaped files, run through Snakemake one job at a time.
 
 Writes GWPS-shaped raw counts (CSR, chunk by chunk: never whole in memory) for each size, runs the workflow on
-them up to the DRF with the four controls as methods, samples the resident memory of every job's process tree
-(psutil, every 0.2 s), and prints per stage wall time and peak RSS, and the growth from the smallest to the
-largest size.
+them up to the DRF with the four controls as methods and the analyses that stream the cells again, samples the
+resident memory of every job's process tree (psutil, every 0.2 s), and prints per stage wall time and peak RSS,
+and the growth from the smallest to the largest size.
 
     python bench/bench_scale.py --cells 100000 250000 500000 --perts 9800 --nnz-per-cell 2500
     python bench/bench_scale.py --cells 20000 40000 --perts 500 --nnz-per-cell 300 --genes 2000   # quick run
@@ -32,6 +32,8 @@ from pertcal.cells import CsrWriter
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "containers")
+# The DRF, and the two analyses that stream the cells again (dataset quality, perturbation strength and titration)
+TARGETS = ["results/scale/drf.parquet", "results/scale/analyses/quality.json", "results/scale/analyses/titration.parquet"]
 SCRIPT = re.compile(r"\.snakemake/scripts/tmp[^.]+\.(\w+)\.py")
 
 
@@ -108,8 +110,8 @@ class Sampler:
         return out
 
 
-def run_size(work: Path, raw: Path, *, n_folds: int, cores: int, until: list[str]) -> dict[str, dict]:
-    """Copy the workflow to `work`, point a dataset at `raw`, run it to the DRF with one job at a time."""
+def run_size(work: Path, raw: Path, *, n_folds: int, cores: int, until: list[str], targets: list[str]) -> dict[str, dict]:
+    """Copy the workflow to `work`, point a dataset at `raw`, run it to `targets` with one job at a time."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -126,7 +128,7 @@ def run_size(work: Path, raw: Path, *, n_folds: int, cores: int, until: list[str
     }
     (work / "bench.yaml").write_text(yaml.safe_dump(overlay))
     cmd = [sys.executable, "-m", "snakemake", "-j1", f"--cores={cores}", "--configfile=bench.yaml",
-           "results/scale/drf.parquet", *(["--until", *until] if until else [])]
+           *targets, *(["--until", *until] if until else [])]
     with open(work / "snakemake.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
         sampler = Sampler(psutil.Process(proc.pid))
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/pertcal-bench-scale"))
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--until", nargs="*", default=[], help="stop after these rules (Snakemake --until)")
+    ap.add_argument("--targets", nargs="+", default=TARGETS, help="files to make (default: the DRF and the analyses)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -156,7 +159,8 @@ def main() -> None:
         nnz = write_screen(raw, n_cells=n_cells, n_perts=args.perts, n_genes=args.genes, nnz_per_cell=args.nnz_per_cell)
         print(f"cells {n_cells:,}: wrote {nnz:,} nonzeros ({raw.stat().st_size / 2**30:.1f} GiB) in "
               f"{time.monotonic() - t0:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
-        stages = run_size(args.work / f"run_{n_cells}", raw, n_folds=args.folds, cores=args.cores, until=args.until)
+        stages = run_size(args.work / f"run_{n_cells}", raw, n_folds=args.folds, cores=args.cores, until=args.until,
+                          targets=args.targets)
         for stage, s in stages.items():
             rows.append({"cells": n_cells, "nonzeros": nnz, "stage": stage, **s})
         raw.unlink()
