@@ -187,14 +187,14 @@ class Fold:
     def in_space(self, genes: str, reference: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(pred, truth, weights) of the Δ against `reference` in a gene space. The dataset-wide spaces replace the
         gene axis, weights None: 'hvg' keeps the control HVGs' columns, 'pcs' projects onto the loadings (Δ·Vᵀ, not
-        re-centred: the PCA's mean is the perturbations' average Δ, which is the mean baseline's own prediction).
-        The others keep every gene and weight it (`space`)."""
+        re-centred on the PCA's mean, the perturbations' average Δ: about the mean baseline's own prediction, which
+        re-centring would send to ~0). The others keep every gene and weight it (`space`)."""
         if genes not in ("hvg", "pcs"):
             return *self.delta(reference), self.space(genes)
         shared = self.hvg if genes == "hvg" else self.loadings
         if shared is None:
-            raise ValueError(f"gene space {genes!r} needs the dataset's {'control HVGs' if genes == 'hvg' else 'PC loadings'}"
-                             " (make_fold hvg=… / loadings=…)")
+            needs = "control HVGs (hvg=…)" if genes == "hvg" else "PC loadings (loadings=…)"
+            raise ValueError(f"gene space {genes!r} needs the dataset's {needs}")
 
         def compute():
             pred, truth = self.delta(reference)
@@ -658,7 +658,8 @@ def metric_specs(panels=PANELS) -> pd.DataFrame:
 
 
 def make_fold(
-    pred, truth, control, mean, weights, deg_mask, *, scores=None, targets=None, train_means=None, hvg=None, loadings=None,
+    pred, truth, control, mean, weights, deg_mask, *, scores=None, targets=None, train_means=None, hvg=None,
+    loadings=None,
 ) -> Fold:
     """A validated Fold from arrays (see score_predictions); optional inputs default to 'absent'."""
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)

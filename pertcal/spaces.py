@@ -80,8 +80,8 @@ def control_hvgs_file(path, *, dataset: str, n_top: int, chunk_nonzeros: int) ->
 
 
 def pseudobulk_pcs(stats: ad.AnnData, *, n_components: int) -> ad.AnnData:
-    """(K, G) loadings of the top K principal components of the rows (gt-half mean − control mean) of every
-    non-control perturbation, as AnnData: X = sklearn PCA `components_` (exact SVD, sklearn's deterministic sign),
+    """(K, G) loadings of the top K principal components of the rows (gt-half mean − control mean, the control
+    pooled over both halves as scoring's Δctrl reference) of every non-control perturbation, as AnnData: X = sklearn PCA `components_` (exact SVD, sklearn's deterministic sign),
     obs = pc1…pcK with explained_variance and explained_variance_ratio, var = genes.
 
     K = min(n_components, rank of the centred rows): components past the rank carry no variance and have no
@@ -94,7 +94,8 @@ def pseudobulk_pcs(stats: ad.AnnData, *, n_components: int) -> ad.AnnData:
     P, G = X.shape
     pca = PCA(n_components=min(n_components, P, G), svd_solver="full").fit(X)
     singular = pca.singular_values_
-    tol = singular[0] * max(P, G) * np.finfo(np.float64).eps if len(singular) else 0.0
+    # numpy's matrix_rank tolerance
+    tol = singular[0] * max(P, G) * np.finfo(np.float64).eps
     K = int((singular > tol).sum())
     if K == 0:
         raise PertcalInputError(f"stats: the {P} perturbations' gt-half means are all equal: no principal component")
