@@ -106,6 +106,12 @@ def test_registry_and_specs():
     assert row.loc["rmse_rank", "perfect"] == 0.0 and not row.loc["rmse_rank", "higher_is_better"]
     assert set(row["identical_to"].dropna()) <= set(row.index)
     assert panel_metrics(["systema"]) == ["centroid_accuracy", "pearson_deltacentroid", "pearson_deltacentroid_top20"]
+    assert panel_metrics(["gene_spaces"])[4:] == ["pearson_deltactrl_hvg", "mse_hvg", "pearson_deltactrl_pcs", "mse_pcs"]
+    for space in ("hvg", "pcs"):
+        assert row.loc[f"pearson_deltactrl_{space}", ["genes", "reference", "higher_is_better", "perfect",
+                                                      "negative_control"]].tolist() == [space, "ctrl", True, 1.0, "mean"]
+        assert row.loc[f"mse_{space}", ["genes", "higher_is_better", "perfect", "negative_control"]].tolist() == [
+            space, False, 0.0, "mean"]
     with pytest.raises(ValueError, match="unknown metric panel"):
         panel_metrics(["nope"])
 
