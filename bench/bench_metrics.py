@@ -114,7 +114,9 @@ def panels_vs_cell_eval(fold, seed: int) -> None:
     names = list(genes[:P])
     rng = np.random.default_rng(seed + 1)
     extra = dict(scores=np.where(deg_mask, 5.0, 0.5) * rng.normal(size=(P, G)), targets=np.eye(P, G, dtype=bool),
-                 train_means=truth[rng.permutation(P)[: P // 2]] + rng.normal(0, 0.05, (P // 2, G)))
+                 train_means=truth[rng.permutation(P)[: P // 2]] + rng.normal(0, 0.05, (P // 2, G)),
+                 # the gene_spaces panel's dataset-wide spaces, sized as configured: 2,000 HVGs, 10 orthonormal axes
+                 hvg=rng.permutation(G) < 2000, loadings=np.linalg.qr(rng.normal(size=(G, 10)))[0].T)
     panels = [p for p in PANELS if p != "paper"]
     # Compile (or load) the numba L1 kernel before timing.
     score_fold_metrics(make_fold(pred[:4], truth[:4], control, mean, weights[:4], deg_mask[:4]), ["discrimination_score_l1"])

@@ -15,7 +15,7 @@ import pandas as pd
 from pertcal.baselines import GAMING_PREDICTORS, as_prediction, fold_data, predict_baseline
 from pertcal.degs import test_degs
 from pertcal.drf import POSITIVE_CONTROLS, compute_drf
-from pertcal.evaluate import score_fold
+from pertcal.evaluate import GeneSpaces, score_fold
 from pertcal.stats import bonferroni, comparison_rng, wilcoxon_test
 from pertcal.summary import deg_recovery, n_degs
 
@@ -31,11 +31,12 @@ _BATCH = 1000
 
 def score_calibration_controls(
     stats: ad.AnnData, folds: dict[str, pd.DataFrame], degs_gt: ad.AnnData, *, methods, dataset: str, seed: int,
-    deg_alpha: float, panels=("paper",),
+    deg_alpha: float, panels=("paper",), spaces: GeneSpaces | None = None,
 ) -> pd.DataFrame:
     """Metric values (METRICS_COLUMNS) of the metric `panels` for the calibration controls `methods` on every fold.
 
-    `stats`: the dataset's stats.h5ad (`sum`); `folds`: task → folds table; `degs_gt`: gt DEG matrices. Random
+    `stats`: the dataset's stats.h5ad (`sum`); `folds`: task → folds table; `degs_gt`: gt DEG matrices; `spaces`:
+    the gene_spaces panel's control HVGs and PC loadings (pertcal.evaluate.score_fold). Random
     predictors draw from a generator seeded by (seed, dataset, task, fold, method): same seed, same table.
     """
     parts = []
@@ -46,7 +47,7 @@ def score_calibration_controls(
                 pred = predict_baseline(method, d, seed=comparison_rng(seed, dataset, task, str(fold), method))
                 prediction = as_prediction(pred, method=method, dataset=dataset, task=task, fold=int(fold))
                 scores = score_fold(prediction, stats, table, int(fold), degs_gt, deg_alpha=deg_alpha, panels=panels,
-                                    source=method)
+                                    spaces=spaces, source=method)
                 parts.append(scores.assign(dataset=dataset, task=task, fold=np.int64(fold), method=method))
     return pd.concat(parts, ignore_index=True)[METRICS_COLUMNS] if parts else pd.DataFrame(columns=METRICS_COLUMNS)
 
@@ -275,12 +276,14 @@ def trust_table(drf_ci: pd.DataFrame, bds: pd.DataFrame, gaming: pd.DataFrame, *
 def deg_sensitivity(
     stats: ad.AnnData, folds: dict[str, pd.DataFrame], truth: pd.DataFrame | None, *, dataset: str, variants,
     min_cells: int, modality: str, specs: pd.DataFrame, td_rest_includes_controls: bool = False, panels=("paper",),
+    spaces: GeneSpaces | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """DRF of every metric, and the DEG calls, under each DEG test variant ((test, alpha) pairs).
 
     The variant changes the gt test (weights, DEG mask at alpha) and the td test (the interpolated duplicate's α).
     Returns (drf: dataset, deg_test, deg_alpha, metric, positive_control, n, mean_drf; degs: dataset, deg_test,
     deg_alpha, mean_degs per gt-tested perturbation, and with `truth` (simulated) precision, recall, n_called, n_true).
+    The gene_spaces panel's HVGs and PCs (`spaces`) do not depend on the DEG test and stay fixed.
     """
     drf_rows, deg_rows = [], []
     for test in dict.fromkeys(t for t, _ in variants):
@@ -296,7 +299,8 @@ def deg_sensitivity(
                     for method in CONTROL_METHODS:
                         prediction = as_prediction(predict_baseline(method, d), method=method, dataset=dataset,
                                                    task=task, fold=int(fold))
-                        scores = score_fold(prediction, stats, table, int(fold), degs["gt"], deg_alpha=alpha, panels=panels)
+                        scores = score_fold(prediction, stats, table, int(fold), degs["gt"], deg_alpha=alpha, panels=panels,
+                                            spaces=spaces)
                         parts.append(scores.assign(dataset=dataset, task=task, fold=np.int64(fold), method=method))
             drf = compute_drf(pd.concat(parts, ignore_index=True), specs)
             summary = drf.groupby(["metric", "positive_control"], sort=False)["drf"].agg(n="count", mean_drf="mean")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -27,13 +28,46 @@ def read_scoring_inputs(stats_path, degs_gt_path, folds: pd.DataFrame, fold: int
     return stats, read_rows(degs_gt_path, where={"perturbation": test}, layers=("score", "pval_adj"))
 
 
+@dataclass(frozen=True)
+class GeneSpaces:
+    """The gene_spaces panel's dataset-wide spaces as read from disk: `hvg` (bool by gene), `loadings` (K × genes)."""
+
+    hvg: pd.Series
+    loadings: pd.DataFrame
+
+    def aligned(self, genes: pd.Index, *, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """((G,) bool HVG mask, (K, G) loadings) in the order of `genes`, matched by name."""
+        for what, index in (("HVG table", self.hvg.index), ("PC loadings", self.loadings.columns)):
+            missing = genes.difference(index)
+            if len(missing):
+                raise PertcalInputError(f"{source}: {what} lacks {len(missing)} scored genes, e.g. {list(missing[:5])}")
+        return self.hvg.reindex(genes).to_numpy(dtype=bool), self.loadings.reindex(columns=genes).to_numpy()
+
+
+def read_gene_spaces(inputs) -> GeneSpaces | None:
+    """The gene spaces named `hvgs` (select_hvgs: gene, highly_variable, …) and `pcs` (compute_pcs: X = loadings)
+    among a rule's inputs, which holds them only when the gene_spaces panel is scored; else None."""
+    if not hasattr(inputs, "hvgs"):
+        return None
+    hvgs = pd.read_parquet(inputs.hvgs)
+    missing = [c for c in ("gene", "highly_variable") if c not in hvgs]
+    if missing:
+        raise PertcalInputError(f"{inputs.hvgs}: missing columns {missing}")
+    pcs = ad.read_h5ad(inputs.pcs)
+    return GeneSpaces(
+        hvg=hvgs.set_index("gene")["highly_variable"].astype(bool),
+        loadings=pd.DataFrame(np.asarray(pcs.X, dtype=np.float64), index=pcs.obs_names, columns=pcs.var_names),
+    )
+
+
 def score_fold(
     prediction: ad.AnnData, stats: ad.AnnData, folds: pd.DataFrame, fold: int, degs_gt: ad.AnnData, *,
-    deg_alpha: float, panels=("paper",), source: str = "prediction",
+    deg_alpha: float, panels=("paper",), spaces: GeneSpaces | None = None, source: str = "prediction",
 ) -> pd.DataFrame:
     """Long (perturbation, metric, value) table of one method's predictions on one fold; truth = gt-half means.
 
-    `panels`: the metric panels scored (pertcal.metrics.PANELS).
+    `panels`: the metric panels scored (pertcal.metrics.PANELS); `spaces`: the control HVGs and PC loadings,
+    needed when the gene_spaces panel is scored.
     `stats` (Σx) and `degs_gt` (DEG matrices) may hold only the rows scoring reads; both are matched by name.
     """
     d = fold_data(stats, folds, fold, degs_td=None, modality="")
@@ -48,6 +82,7 @@ def score_fold(
     if not np.isfinite(pred).all():
         raise PertcalInputError(f"{source}: X has NaN or infinite predictions")
     truth = half_means(stats, "gt").loc[d.test, d.genes].to_numpy()
+    hvg, loadings = (None, None) if spaces is None else spaces.aligned(d.genes, source=source)
     return score_predictions(
         pred,
         truth,
@@ -60,6 +95,8 @@ def score_fold(
         scores=deg_matrix(degs_gt, d.test, d.genes, "score", np.nan),
         targets=np.array([d.genes.isin(targets_of(p)) for p in d.test], dtype=bool).reshape(len(d.test), len(d.genes)),
         train_means=d.means.loc[d.train, d.genes].to_numpy(),
+        hvg=hvg,
+        loadings=loadings,
     )
 
 

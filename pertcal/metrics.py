@@ -147,7 +147,9 @@ class Fold:
     (P, G) float64 rows per test perturbation: `pred`, `truth` (gt-half means), `weights` (gt DEG weights),
     `deg_mask` (bool gt DEGs), `scores` (gt-half t statistics, NaN where untested), `targets` (bool target genes);
     (G,) `control` and `mean` (the mean baseline); `centre` (G,) the mean of every perturbation's centroid (Systema's
-    reference). Intermediates shared by several metrics are cached per Fold (one row block or the whole fold).
+    reference); the dataset-wide spaces, None where not given: `hvg` (G,) bool control HVGs, `loadings` (K, G)
+    principal axes of the control-centred pseudobulk. Intermediates shared by several metrics are cached per Fold
+    (one row block or the whole fold).
     """
 
     pred: np.ndarray
@@ -160,6 +162,8 @@ class Fold:
     targets: np.ndarray
     centroids: np.ndarray  # (C, G): the test truths (rows 0..P−1, in order), then the train perturbations' means
     centre: np.ndarray
+    hvg: np.ndarray | None = None
+    loadings: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def rows(self, rows: slice) -> Fold:
@@ -179,6 +183,26 @@ class Fold:
             return self.pred, self.truth
         ref = {"ctrl": self.control, "pert": self.mean, "centre": self.centre}[reference]
         return self.cached(("delta", reference), lambda: (self.pred - ref, self.truth - ref))
+
+    def in_space(self, genes: str, reference: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(pred, truth, weights) of the Δ against `reference` in a gene space. The dataset-wide spaces replace the
+        gene axis, weights None: 'hvg' keeps the control HVGs' columns, 'pcs' projects onto the loadings (Δ·Vᵀ, not
+        re-centred on the PCA's mean, the perturbations' average Δ: about the mean baseline's own prediction, which
+        re-centring would send to ~0). The others keep every gene and weight it (`space`)."""
+        if genes not in ("hvg", "pcs"):
+            return *self.delta(reference), self.space(genes)
+        shared = self.hvg if genes == "hvg" else self.loadings
+        if shared is None:
+            needs = "control HVGs (hvg=…)" if genes == "hvg" else "PC loadings (loadings=…)"
+            raise ValueError(f"gene space {genes!r} needs the dataset's {needs}")
+
+        def compute():
+            pred, truth = self.delta(reference)
+            if genes == "hvg":
+                return pred[:, shared], truth[:, shared]
+            return pred @ shared.T, truth @ shared.T
+
+        return *self.cached(("in_space", genes, reference), compute), None
 
     def space(self, genes: str) -> np.ndarray | None:
         """(P, G) gene weights of a gene space: None (all), 0/1 masks ('degs', 'top20', 'top100'), DEG weights."""
@@ -215,7 +239,7 @@ def _on_deltas(fn: Callable, genes: str, reference: str | None) -> Callable[[Fol
     """A metric of Fold from a function fn(pred, truth, w) of deltas against `reference` over a gene space."""
 
     def metric(f: Fold) -> np.ndarray:
-        out = fn(*f.delta(reference), f.space(genes))
+        out = fn(*f.in_space(genes, reference))
         out[f.undefined(genes)] = np.nan
         return out
 
@@ -513,7 +537,9 @@ class Metric:
     """
 
     fn: Callable[[Fold], np.ndarray]
-    genes: str  # 'all', 'degs' (gt DEGs), 'weights' (gt DEG weights), 'top20' / 'top100' (largest gt |t|)
+    # 'all', 'degs' (gt DEGs), 'weights' (gt DEG weights), 'top20' / 'top100' (largest gt |t|), 'hvg' (control
+    # HVGs), 'pcs' (projections on the top PCs of the control-centred pseudobulk)
+    genes: str
     reference: str | None
     higher_is_better: bool
     perfect: float
@@ -585,10 +611,10 @@ METRICS: dict[str, Metric] = {
     "pearson_deltacentroid_top20": Metric(
         _on_deltas(_pearson, "top20", "centre"), "top20", "pert", True, 1.0, panel="systema"
     ),
-    # Gene spaces applied to the paper's Δctrl Pearson and MSE (scPertEval's top-k DEG spaces)
+    # Gene spaces applied to the paper's Δctrl Pearson and MSE (scPertEval's top-k DEG, HVG and PC spaces)
     **{
-        f"{name}_top{k}": _paper(fn, f"top{k}", ref, higher, perfect, panel="gene_spaces")
-        for k in (20, 100)
+        f"{name}_{space}": _paper(fn, space, ref, higher, perfect, panel="gene_spaces")
+        for space in ("top20", "top100", "hvg", "pcs")
         for name, fn, ref, higher, perfect in (("pearson_deltactrl", _pearson, "ctrl", True, 1.0), ("mse", _mse, None, False, 0.0))
     },
 }
@@ -631,7 +657,10 @@ def metric_specs(panels=PANELS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_fold(pred, truth, control, mean, weights, deg_mask, *, scores=None, targets=None, train_means=None) -> Fold:
+def make_fold(
+    pred, truth, control, mean, weights, deg_mask, *, scores=None, targets=None, train_means=None, hvg=None,
+    loadings=None,
+) -> Fold:
     """A validated Fold from arrays (see score_predictions); optional inputs default to 'absent'."""
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     P, G = truth.shape
@@ -642,6 +671,10 @@ def make_fold(pred, truth, control, mean, weights, deg_mask, *, scores=None, tar
                 "scores": (P, G), "targets": (P, G), "train_means": (len(train_means), G)}
     given = dict(pred=pred, control=control, mean=mean, weights=weights, deg_mask=deg_mask, scores=scores,
                  targets=targets, train_means=train_means)
+    if hvg is not None:
+        given["hvg"], expected["hvg"] = hvg, (G,)
+    if loadings is not None:
+        given["loadings"], expected["loadings"] = loadings, (len(loadings), G)
     for name, shape in expected.items():
         if np.shape(given[name]) != shape:
             raise ValueError(f"score_predictions: {name} has shape {np.shape(given[name])}, expected {shape}")
@@ -650,6 +683,8 @@ def make_fold(pred, truth, control, mean, weights, deg_mask, *, scores=None, tar
         pred=pred, truth=truth, control=np.asarray(control, dtype=np.float64), mean=np.asarray(mean, dtype=np.float64),
         weights=np.asarray(weights, dtype=np.float64), deg_mask=np.asarray(deg_mask, dtype=bool), scores=scores,
         targets=targets, centroids=centroids, centre=centroids.mean(axis=0),
+        hvg=None if hvg is None else np.asarray(hvg, dtype=bool),
+        loadings=None if loadings is None else np.asarray(loadings, dtype=np.float64),
     )
 
 
@@ -671,7 +706,7 @@ def score_fold_metrics(fold: Fold, names) -> np.ndarray:
 
 def score_predictions(
     pred, truth, control, mean, weights, deg_mask, perturbations, *, panels=("paper",), scores=None, targets=None,
-    train_means=None,
+    train_means=None, hvg=None, loadings=None,
 ) -> pd.DataFrame:
     """Score (P, G) predictions against (P, G) gt-half truths; long table perturbation, metric, value.
 
@@ -679,12 +714,15 @@ def score_predictions(
     `weights`: (P, G) gt DEG weights; `deg_mask`: (P, G) bool gt DEGs. All expression is mean log1p, float64.
     Only the metrics of `panels` are scored. Optional: `scores` (P, G) gt-half t statistics (NaN untested; top-k
     gene spaces, else undefined), `targets` (P, G) bool target genes (excluded by the discrimination scores),
-    `train_means` (T, G) the train perturbations' means (Systema's centroids beside the test truths).
+    `train_means` (T, G) the train perturbations' means (Systema's centroids beside the test truths), and the
+    gene_spaces panel's dataset-wide spaces (needed only by its metrics): `hvg` (G,) bool control HVGs, `loadings`
+    (K, G) principal axes of the control-centred pseudobulk.
     """
     perturbations = np.asarray(perturbations, dtype=object)
     if perturbations.shape != (np.shape(truth)[0],):
         raise ValueError(f"score_predictions: perturbations has shape {perturbations.shape}, expected {np.shape(truth)[:1]}")
-    fold = make_fold(pred, truth, control, mean, weights, deg_mask, scores=scores, targets=targets, train_means=train_means)
+    fold = make_fold(pred, truth, control, mean, weights, deg_mask, scores=scores, targets=targets,
+                     train_means=train_means, hvg=hvg, loadings=loadings)
     names = panel_metrics(panels)
     values = score_fold_metrics(fold, names)
     return pd.DataFrame(

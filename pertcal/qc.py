@@ -172,8 +172,10 @@ def expm1_moments(reader: CellReader, cells: np.ndarray, gene_mask: np.ndarray, 
     return mean, m2 / (n - 1)
 
 
-def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
-    """(G,) bool top n_top genes by bin-normalized dispersion, scanpy's default 'seurat' flavour, from (G,) moments."""
+def seurat_dispersion(mean: np.ndarray, var: np.ndarray, n_bins: int = 20) -> pd.DataFrame:
+    """scanpy's 'seurat' statistics from (G,) mean and ddof=1 variance of expm1(x): means (log1p of the mean),
+    dispersions (log of var / mean; NaN where var = 0) and dispersions_norm (z-scored within 20 equal-width bins of
+    the means; NaN where the dispersion is)."""
     mean = mean.copy()
     mean[mean == 0] = 1e-12
     dispersion = var / mean
@@ -182,14 +184,20 @@ def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top: int, n_bins: int = 20) 
         dispersion = np.log(dispersion)
     mean = np.log1p(mean)
     df = pd.DataFrame({"means": mean, "dispersions": dispersion})
-    df["mean_bin"] = pd.cut(df["means"], bins=n_bins)
-    stats = df.groupby("mean_bin", observed=True)["dispersions"].agg(avg="mean", dev="std")
+    mean_bin = pd.cut(df["means"], bins=n_bins)
+    stats = df.groupby(mean_bin, observed=True)["dispersions"].agg(avg="mean", dev="std")
     # a bin holding a single gene has no std: seurat then sets that gene's normalized dispersion to 1
     lone = stats["dev"].isnull()
     stats.loc[lone, "dev"] = stats.loc[lone, "avg"]
     stats.loc[lone, "avg"] = 0
-    per_gene = stats.loc[df["mean_bin"]].to_numpy()
-    norm = (dispersion - per_gene[:, 0]) / per_gene[:, 1]
+    per_gene = stats.loc[mean_bin].to_numpy()
+    df["dispersions_norm"] = (dispersion - per_gene[:, 0]) / per_gene[:, 1]
+    return df
+
+
+def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """(G,) bool top n_top genes by bin-normalized dispersion, scanpy's default 'seurat' flavour, from (G,) moments."""
+    norm = seurat_dispersion(mean, var, n_bins)["dispersions_norm"].to_numpy()
     ranked = np.sort(norm[~np.isnan(norm)])[::-1]
     cutoff = ranked[min(n_top, ranked.size) - 1]
     return np.nan_to_num(norm, nan=-np.inf) >= cutoff

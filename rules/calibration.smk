@@ -72,6 +72,7 @@ CALIBRATION_METHODS = [n for n in CALIBRATION["negative_controls"] if n != "mean
 rule score_calibration_controls:
     input:
         unpack(folds_files),
+        unpack(gene_space_files),
         stats="results/{dataset}/stats.h5ad",
         degs_gt="results/{dataset}/degs_gt.h5ad",
     output:
@@ -155,6 +156,7 @@ rule calibrate_methods:
 rule deg_sensitivity:
     input:
         unpack(folds_files),
+        unpack(gene_space_files),
         stats="results/{dataset}/stats.h5ad",
         truth=lambda wc: simulated_truth(wc).get(wc.dataset, []),
     output:

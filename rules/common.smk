@@ -203,6 +203,7 @@ def installed_model(method):
 MEMORY_KIND = {
     "preprocess_dataset": "chunk",
     "reduce_cells": "reduce",
+    "select_hvgs": "chunk",
     "split_halves": "obs",
     "assign_folds": "obs",
     "summarize_dataset": "obs",
@@ -329,6 +330,14 @@ def metric_tables(wildcards=None, datasets=None, methods=None):
 
 
 CONTROL_METHODS = ["control", "mean", "technical_duplicate", "interpolated_duplicate"]
+
+
+def gene_space_files(wildcards):
+    """The dataset's control HVGs and PC loadings, read by scoring only when the gene_spaces panel is scored (so the
+    default DAG does not make them)."""
+    if "gene_spaces" not in config["metrics"]:
+        return {}
+    return {"hvgs": f"results/{wildcards.dataset}/hvgs.parquet", "pcs": f"results/{wildcards.dataset}/pcs.h5ad"}
 
 
 def folds_files(wildcards):

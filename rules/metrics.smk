@@ -1,8 +1,50 @@
 # The metrics of the configured panels (config `metrics`) per (dataset, task, fold, method) and one tidy table of all of them.
+# The gene_spaces panel's dataset-wide spaces (control HVGs, PC loadings) are made once per dataset, and only when
+# that panel is scored (gene_space_files): the default DAG does not hold them.
+
+
+rule select_hvgs:
+    input:
+        "results/{dataset}/processed.h5ad",
+    output:
+        "results/{dataset}/hvgs.parquet",
+    params:
+        n_hvgs=config["gene_spaces"]["n_hvgs"],
+        chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],
+    log:
+        "logs/select_hvgs/{dataset}.log",
+    benchmark:
+        "benchmarks/select_hvgs/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("select_hvgs"),
+    script:
+        "../scripts/select_hvgs.py"
+
+
+rule compute_pcs:
+    input:
+        "results/{dataset}/stats.h5ad",
+    output:
+        "results/{dataset}/pcs.h5ad",
+    params:
+        n_pcs=config["gene_spaces"]["n_pcs"],
+    log:
+        "logs/compute_pcs/{dataset}.log",
+    benchmark:
+        "benchmarks/compute_pcs/{dataset}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("compute_pcs"),
+    script:
+        "../scripts/compute_pcs.py"
 
 
 rule score_metrics:
     input:
+        unpack(gene_space_files),
         prediction="results/{dataset}/predictions/{task}/fold{fold}/{method}.h5ad",
         stats="results/{dataset}/stats.h5ad",
         folds="results/{dataset}/folds_{task}.parquet",

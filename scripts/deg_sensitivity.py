@@ -3,6 +3,7 @@
 import pandas as pd
 
 from pertcal.calibration import deg_sensitivity
+from pertcal.evaluate import read_gene_spaces
 from pertcal.io import log_to, read_rows, write_parquet
 from pertcal.metrics import metric_specs
 
@@ -14,6 +15,7 @@ drf, degs = deg_sensitivity(
     pd.read_parquet(snakemake.input.truth) if snakemake.input.truth else None,
     dataset=snakemake.wildcards.dataset, variants=[tuple(v) for v in p.variants], min_cells=p.min_cells,
     td_rest_includes_controls=p.td_rest_includes_controls, panels=p.panels, modality=p.modality, specs=metric_specs(),
+    spaces=read_gene_spaces(snakemake.input),
 )
 write_parquet(drf, snakemake.output.drf)
 write_parquet(degs, snakemake.output.degs)

@@ -1,4 +1,5 @@
-"""pertcal.calibration against hand-worked cases, scipy's bootstrap and binomial test, and the metrics' algebra."""
+"""pertcal.calibration against hand-worked cases, scipy's bootstrap and binomial test, the metrics' algebra and
+scPertEval's own `bds` calibrator."""
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,56 @@ def test_bds_counts_wins_with_the_metric_direction_and_negative_control():
     assert got.loc[("mse", "interpolated_duplicate", "mean_loo"), "bds"] == 1.0
     # Δpert: the control baseline under every option, so the NaN mean plays no part
     assert got.loc[("pearson_deltapert", "interpolated_duplicate", "mean_loo"), "bds"] == 1.0
+
+
+def _scperteval_bds(metric: str, pos, neg) -> tuple[np.ndarray, float]:
+    """scPertEval 0.2.0's `bds` calibrator: per-perturbation wins, and their aggregate."""
+    calibrators = pytest.importorskip("scperteval.calibrators")
+    from scperteval.protocols.metrics import mse
+    from scperteval.types import Protocol
+
+    spec = SPECS.set_index("metric").loc[metric]
+    protocol = Protocol(name=metric, metric=mse, representation="centroid",
+                        better="higher" if spec.higher_is_better else "lower", perfect=float(spec.perfect))
+    bds = calibrators.CALIBRATORS["bds"]
+    wins = np.array([bds.per_pert({"positive": a, "negative": b}, protocol) for a, b in zip(pos, neg)])
+    return wins, bds.aggregate(wins)["bds"]
+
+
+def _bds_values(draws: dict, negative: dict) -> pd.DataFrame:
+    v = {}
+    for metric, (neg, pos) in draws.items():
+        for i in range(len(neg)):
+            v |= {(negative[metric], f"P{i:02d}", metric): neg[i], ("interpolated_duplicate", f"P{i:02d}", metric): pos[i]}
+    return _table(v)
+
+
+def test_bds_equals_scperteval_bds_calibrator():
+    rng = np.random.default_rng(9)
+    P = 60
+    draws = {
+        "mse": (rng.exponential(1.0, P), rng.exponential(0.8, P)),
+        "pearson_deltactrl": (rng.uniform(-1, 1, P), rng.uniform(-1, 1, P)),
+        "pearson_deltapert": (rng.uniform(-1, 1, P), rng.uniform(-1, 1, P)),
+    }
+    for neg, pos in draws.values():
+        pos[:4] = neg[:4]  # ties lose in both
+    negative = {"mse": "mean", "pearson_deltactrl": "mean", "pearson_deltapert": "control"}
+    ours = cal.bds_table(_bds_values(draws, negative), SPECS, seed=0, n_permutations=10).set_index("metric")
+    for metric, (neg, pos) in draws.items():
+        wins, theirs = _scperteval_bds(metric, pos, neg)
+        assert ours.loc[metric, "n_better"] == wins.sum() and ours.loc[metric, "n"] == P
+        assert ours.loc[metric, "bds"] == theirs, metric
+        assert 0 < theirs < 1
+
+
+def test_bds_differs_from_scperteval_on_undefined_scores():
+    # A NaN score: pertcal drops the perturbation from the BDS, scPertEval counts it as a loss (NaN > x is False).
+    neg, pos = np.array([0.5, 0.5, 0.5, np.nan]), np.array([0.2, 0.9, np.nan, 0.1])
+    ours = cal.bds_table(_bds_values({"mse": (neg, pos)}, {"mse": "mean"}), SPECS, seed=0, n_permutations=10)
+    _, theirs = _scperteval_bds("mse", pos, neg)
+    assert ours.loc[0, ["n", "n_better", "bds"]].tolist() == [2, 1, 0.5]
+    assert theirs == 0.25
 
 
 # --- calibrated scores, gameability, trust ----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""pertcal.drf on cases worked by hand."""
+"""pertcal.drf on cases worked by hand and against scPertEval's own `drf` calibrator."""
 
 import numpy as np
 import pandas as pd
@@ -6,6 +6,7 @@ import pytest
 
 from pertcal.drf import compute_drf, dynamic_range_fraction
 from pertcal.io import PertcalInputError
+from pertcal.metrics import metric_specs
 
 
 def test_higher_is_better_by_hand():
@@ -148,3 +149,70 @@ def test_drf_follows_a_spec_table_with_other_perfect_values():
                                [3.0 / (4.0 + 1e-6)], rtol=1e-14)
     np.testing.assert_allclose(dynamic_range_fraction(np.array([8.0]), np.array([6.0]), "score10", specs),
                                [2.0 / (4.0 + 1e-6)], rtol=1e-14)
+
+
+# --- scPertEval's `drf` calibrator as an independent reference ----------------------------------------------------
+
+
+def _scperteval_per_perturbation(name: str, metric: str, pos, neg) -> np.ndarray:
+    """scPertEval 0.2.0's calibrator `name` combined per perturbation, with the metric's direction and perfect value."""
+    calibrators = pytest.importorskip("scperteval.calibrators")
+    from scperteval.protocols.metrics import pearson
+    from scperteval.types import Protocol
+
+    spec = metric_specs().set_index("metric").loc[metric]
+    protocol = Protocol(name=metric, metric=pearson, representation="centroid",
+                        better="higher" if spec.higher_is_better else "lower", perfect=float(spec.perfect))
+    combine = calibrators.CALIBRATORS[name].per_pert
+    return np.array([combine({"positive": a, "negative": b}, protocol) for a, b in zip(pos, neg)])
+
+
+def test_drf_equals_scperteval_drf_calibrator():
+    from pertcal.calibration import summarize_drf_ci
+
+    calibrators = pytest.importorskip("scperteval.calibrators")
+    rng = np.random.default_rng(4)
+    P = 40
+    draws = {  # (negative, positive) per metric, with a clipped tail and ties
+        "pearson_deltactrl": (rng.uniform(-0.5, 0.95, P), rng.uniform(-0.9, 1.0, P)),
+        "mse": (rng.exponential(1.0, P), rng.exponential(0.6, P)),
+        "r2_deltactrl": (-rng.exponential(8.0, P), 1 - rng.exponential(3.0, P)),
+        "pearson_deltapert": (rng.uniform(-0.5, 0.9, P), rng.uniform(-0.5, 1.0, P)),
+        "rmse_rank": (rng.uniform(0, 1, P), rng.uniform(0, 1, P)),
+    }
+    for neg, pos in draws.values():
+        pos[:3] = neg[:3]  # ties: DRF 0
+    pos_nan = draws["mse"][1]
+    pos_nan[5] = np.nan  # undefined on one perturbation: skipped by both
+    rows = []
+    for metric, (neg, pos) in draws.items():
+        negative = "control" if metric == "pearson_deltapert" else "mean"
+        for i in range(P):
+            for method, value in ((negative, neg[i]), ("interpolated_duplicate", pos[i]), ("technical_duplicate", pos[i])):
+                rows.append(dict(dataset="d", task="single", fold=0, method=method, perturbation=f"p{i:02d}",
+                                 metric=metric, value=value))
+            other = "mean" if negative == "control" else "control"
+            rows.append(dict(dataset="d", task="single", fold=0, method=other, perturbation=f"p{i:02d}", metric=metric,
+                             value=0.0))
+    specs = metric_specs()
+    drf = compute_drf(pd.DataFrame(rows), specs)
+    drf = drf[drf["positive_control"] == "interpolated_duplicate"]
+    summary = summarize_drf_ci(drf.assign(negative_control="mean"), specs, seed=0, n_resamples=100, confidence=0.9,
+                               min_perturbations=1).set_index("metric")
+    for metric, (neg, pos) in draws.items():
+        theirs = _scperteval_per_perturbation("drf", metric, pos, neg)
+        ours = drf[drf["metric"] == metric].set_index("perturbation")["drf"].reindex([f"p{i:02d}" for i in range(P)])
+        np.testing.assert_array_equal(ours.to_numpy(), theirs, err_msg=metric)
+        aggregate = calibrators.CALIBRATORS["drf"].aggregate(theirs)
+        assert summary.loc[metric, "mean_drf"] == pytest.approx(aggregate["mean"], rel=1e-12)
+    assert (drf["drf"] == -1.0).any() and (drf["drf"] == 0.0).any()  # clipping and ties were exercised
+
+
+def test_drf_differs_from_scperteval_only_beyond_perfect():
+    # A negative control scoring beyond the perfect value (a correlation above 1): scPertEval returns NaN, pertcal
+    # keeps the formula (clipped). No registered metric can go beyond its perfect value (docs/method.md).
+    pos, neg = np.array([0.9, 0.5]), np.array([1.2, 0.4])
+    theirs = _scperteval_per_perturbation("drf", "pearson_deltactrl", pos, neg)
+    ours = dynamic_range_fraction(pos, neg, "pearson_deltactrl")
+    assert np.isnan(theirs[0]) and ours[0] == 1.0  # (0.9 − 1.2) / (1 − 1.2 + 1e-6) > 1, clipped
+    assert ours[1] == theirs[1]

@@ -1,6 +1,7 @@
 """The cell_eval, perturbench, systema and gene_spaces panels of pertcal.metrics against independent implementations:
 cell-eval 0.8.2's own metric functions (one "cell" per mean profile, so its pseudobulk is the profile itself),
-sklearn's AUCs, scipy loops written from the PerturBench and Systema definitions, and cases worked by hand."""
+sklearn's AUCs and PCA, scPertEval's protocol metrics, scipy loops written from the PerturBench and Systema
+definitions, and cases worked by hand."""
 
 import anndata as ad
 import numpy as np
@@ -8,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import cdist
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.decomposition import PCA
+from sklearn.metrics import average_precision_score, mean_squared_error, roc_auc_score
 
 from pertcal.metrics import METRICS, PANELS, metric_specs, panel_metrics, score_predictions
 
@@ -43,14 +45,18 @@ def fold():
     names = genes[:P]
     targets = np.eye(P, G, dtype=bool)
     train = q(control + rng.normal(0, 0.3, (5, G)))
+    hvg = rng.permutation(G) < 15  # 15 control HVGs, scattered
+    # the dataset-wide PCs: a PCA of the Δctrl of test and train perturbations together
+    pca = PCA(n_components=4, svd_solver="full").fit(np.vstack([truth, train]) - control)
     return dict(pred=pred, truth=truth, control=control, mean=mean, pval_adj=pval_adj, scores=scores, genes=genes,
-                names=names, targets=targets, train=train)
+                names=names, targets=targets, train=train, hvg=hvg, pca=pca)
 
 
 def _ours(f, panels=ALL, pred=None):
     out = score_predictions(
         f["pred"] if pred is None else pred, f["truth"], f["control"], f["mean"], np.ones_like(f["truth"]),
         f["pval_adj"] < 0.05, f["names"], panels=panels, scores=f["scores"], targets=f["targets"], train_means=f["train"],
+        hvg=f["hvg"], loadings=f["pca"].components_,
     )
     return out.pivot(index="perturbation", columns="metric", values="value").loc[f["names"]]
 
@@ -100,6 +106,12 @@ def test_registry_and_specs():
     assert row.loc["rmse_rank", "perfect"] == 0.0 and not row.loc["rmse_rank", "higher_is_better"]
     assert set(row["identical_to"].dropna()) <= set(row.index)
     assert panel_metrics(["systema"]) == ["centroid_accuracy", "pearson_deltacentroid", "pearson_deltacentroid_top20"]
+    assert panel_metrics(["gene_spaces"])[4:] == ["pearson_deltactrl_hvg", "mse_hvg", "pearson_deltactrl_pcs", "mse_pcs"]
+    for space in ("hvg", "pcs"):
+        assert row.loc[f"pearson_deltactrl_{space}", ["genes", "reference", "higher_is_better", "perfect",
+                                                      "negative_control"]].tolist() == [space, "ctrl", True, 1.0, "mean"]
+        assert row.loc[f"mse_{space}", ["genes", "higher_is_better", "perfect", "negative_control"]].tolist() == [
+            space, False, 0.0, "mean"]
     with pytest.raises(ValueError, match="unknown metric panel"):
         panel_metrics(["nope"])
 
@@ -252,11 +264,51 @@ def test_top_k_space_undefined_for_untested():
     scores = rng.normal(size=(P, G))
     scores[1] = np.nan  # untested perturbation
     v = score_predictions(pred, truth, np.zeros(G), np.zeros(G), np.ones((P, G)), np.ones((P, G), bool), ["a", "b"],
-                          panels=["gene_spaces"], scores=scores).pivot(index="perturbation", columns="metric",
-                                                                        values="value")
+                          panels=["gene_spaces"], scores=scores, hvg=np.ones(G, bool),
+                          loadings=np.eye(3, G)).pivot(index="perturbation", columns="metric", values="value")
     top = np.argsort(-np.abs(scores[0]), kind="stable")[:20]
     assert v.loc["a", "mse_top20"] == pytest.approx(np.mean((pred[0, top] - truth[0, top]) ** 2), rel=1e-12)
-    assert v.loc["b"].isna().all()
+    top_k = [m for m in v.columns if "_top" in m]
+    assert len(top_k) == 4 and v.loc["b", top_k].isna().all()
+    # the dataset-wide spaces do not need a DE test
+    assert v.loc["b"].drop(top_k).notna().all()
+
+
+def test_hvg_and_pc_spaces_against_sklearn_scipy_and_scperteval(fold):
+    pm = pytest.importorskip("scperteval.protocols.metrics")
+    ours = _ours(fold)
+    pred, truth, control, hvg, pca = fold["pred"], fold["truth"], fold["control"], fold["hvg"], fold["pca"]
+    dp, dt = pred - control, truth - control
+    # projections of Δ onto the loadings: sklearn's transform less its image of 0 (transform subtracts the PCA mean)
+    zero = pca.transform(np.zeros((1, dp.shape[1])))
+    pp, pt = pca.transform(dp) - zero, pca.transform(dt) - zero
+    for i in range(len(pred)):
+        assert ours["pearson_deltactrl_hvg"].iloc[i] == pytest.approx(sps.pearsonr(dp[i, hvg], dt[i, hvg]).statistic,
+                                                                      rel=1e-12)
+        assert ours["pearson_deltactrl_hvg"].iloc[i] == pytest.approx(pm.pearson(dt[i, hvg], dp[i, hvg], None), rel=1e-12)
+        assert ours["mse_hvg"].iloc[i] == pytest.approx(mean_squared_error(truth[i, hvg], pred[i, hvg]), rel=1e-12)
+        assert ours["mse_hvg"].iloc[i] == pytest.approx(pm.mse(truth[i, hvg], pred[i, hvg], None), rel=1e-12)
+        assert ours["pearson_deltactrl_pcs"].iloc[i] == pytest.approx(sps.pearsonr(pp[i], pt[i]).statistic, rel=1e-10)
+        assert ours["pearson_deltactrl_pcs"].iloc[i] == pytest.approx(pm.pearson(pt[i], pp[i], None), rel=1e-10)
+        # the MSE of projected profiles: the PCA's centring cancels in the difference
+        assert ours["mse_pcs"].iloc[i] == pytest.approx(
+            mean_squared_error(pca.transform(truth[[i]])[0], pca.transform(pred[[i]])[0]), rel=1e-10)
+    # neither space is trivially the all-gene one
+    assert not np.allclose(ours["pearson_deltactrl_hvg"], ours["pearson_deltactrl"])
+    assert not np.allclose(ours["pearson_deltactrl_pcs"], ours["pearson_deltactrl"])
+
+
+def test_hvg_and_pc_spaces_need_their_inputs():
+    P, G = 2, 5
+    args = (np.ones((P, G)), np.zeros((P, G)), np.zeros(G), np.zeros(G), np.ones((P, G)), np.ones((P, G), bool), ["a", "b"])
+    with pytest.raises(ValueError, match="gene space 'hvg' needs the dataset's control HVGs"):
+        score_predictions(*args, panels=["gene_spaces"], loadings=np.eye(2, G))
+    with pytest.raises(ValueError, match="gene space 'pcs' needs the dataset's PC loadings"):
+        score_predictions(*args, panels=["gene_spaces"], hvg=np.ones(G, bool))
+    with pytest.raises(ValueError, match="loadings has shape"):
+        score_predictions(*args, panels=["gene_spaces"], hvg=np.ones(G, bool), loadings=np.eye(2, G + 1))
+    # the other panels do not need them
+    assert score_predictions(*args, panels=["paper"])["value"].notna().any()
 
 
 def test_l1_tiles_cover_ragged_shapes():

@@ -134,6 +134,27 @@ def test_changing_metric_panels_reruns_only_scoring_and_what_follows(small_run):
     assert not rules & upstream, rules
 
 
+def test_gene_spaces_panel_makes_its_spaces_only_when_selected(make_workflow):
+    wf = make_workflow("spaces")
+    wf.replace_config(models={})
+    scored = "results/sim_wessels/metrics/combo/fold0/mean.parquet"  # the mean baseline: no td-half DEG test to run
+    plan = planned_jobs(wf.run("-n", scored, config={"run": ["sim_wessels"]}).stdout)
+    assert plan and not {rule for rule, _ in plan} & {"select_hvgs", "compute_pcs"}
+    config = {"run": ["sim_wessels"], "metrics": ["paper", "gene_spaces"], "gene_spaces": {"n_hvgs": 100, "n_pcs": 5}}
+    wf.run(scored, "-c2", config=config)
+    res = wf.path / "results" / "sim_wessels"
+    hvgs, pcs = pd.read_parquet(res / "hvgs.parquet"), ad.read_h5ad(res / "pcs.h5ad")
+    assert hvgs["highly_variable"].sum() == 100 and pcs.n_obs == 5
+    assert list(hvgs["gene"]) == list(pcs.var_names) == list(ad.read_h5ad(res / "stats.h5ad", backed="r").var_names)
+    values = pd.read_parquet(wf.path / scored).pivot(index="perturbation", columns="metric", values="value")
+    assert set(values.columns) == set(panel_metrics(["paper", "gene_spaces"]))
+    spaces = ["pearson_deltactrl_hvg", "mse_hvg", "pearson_deltactrl_pcs", "mse_pcs"]
+    assert values[spaces].notna().all().all() and (values["mse_hvg"] != values["mse"]).all()
+    before = {f: (res / f).read_bytes() for f in ("hvgs.parquet", "pcs.h5ad")}
+    wf.run(scored, "-c2", "--forcerun", "select_hvgs", "compute_pcs", config=config)
+    assert before == {f: (res / f).read_bytes() for f in before}
+
+
 def test_single_dataset_target_plans_only_that_dataset(workflow):
     jobs = planned_jobs(workflow.run("-n", "results/sim_essential/stats.h5ad").stdout)
     assert jobs and {ds for _, ds in jobs} == {"sim_essential"}
