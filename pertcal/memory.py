@@ -1,8 +1,9 @@
 """How much memory a stage's job declares (MB), and how much this machine has, so jobs are only run when they fit.
 
-Each stage is bounded by one of three things (docs/architecture.md, "Memory"): one chunk of cells read from disk
-plus per-cell obs tables ("chunk"), that plus the (perturbation, half) × genes sums it accumulates ("reduce"), obs
-alone ("obs"), or its perturbations × genes inputs and their working copies ("tables").
+Each stage is bounded by one of these (docs/architecture.md, "Memory"): one chunk of cells read from disk
+plus per-cell obs tables ("chunk"), that plus the (perturbation, half) × genes sums it accumulates ("reduce"), a
+chunk plus the perturbations × genes tables it reads beside the cells ("chunk_tables": `input_mb` is then the size
+of those tables only), obs alone ("obs"), or its perturbations × genes inputs and their working copies ("tables").
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def job_memory_mb(
 
     `perturbations` and `genes` (control counted) size the sums of a "reduce" job: two halves each.
     """
-    if kind in ("chunk", "reduce"):
+    if kind in ("chunk", "reduce", "chunk_tables"):
         mb = BASE_MB + chunk_nonzeros * BYTES_PER_CHUNK_NONZERO / 2**20
         if kind == "reduce":
             mb += REDUCE_TABLES * 2 * perturbations * genes * 8 / 2**20
+        elif kind == "chunk_tables":
+            mb += INPUT_COPIES * input_mb
     elif kind == "obs":
         mb = BASE_MB
     elif kind == "tables":

@@ -220,8 +220,8 @@ def memory_mb(rule_name):
         qc = read_qc(input.qc) if kind == "reduce" else {}
         mb = job_memory_mb(
             kind,
-            chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind in ("chunk", "reduce") else 0,
-            input_mb=input.size_mb,
+            chunk_nonzeros=dataset_cfg(wildcards.dataset)["processing"]["chunk_nonzeros"] if kind != "tables" else 0,
+            input_mb=table_inputs_mb(input) if kind == "chunk_tables" else input.size_mb,
             perturbations=qc.get("perturbations", 0) + 1,
             genes=qc.get("genes", 0),
             attempt=attempt,
@@ -237,6 +237,12 @@ def memory_mb(rule_name):
         return mb
 
     return estimate
+
+
+def table_inputs_mb(input):
+    """Size (MB) of a job's inputs other than the cells it streams (its `adata` input)."""
+    cells = {input.adata} if hasattr(input, "adata") else set()
+    return sum(os.path.getsize(f) for f in input if f not in cells and os.path.exists(f)) / 2**20
 
 
 def read_qc(path):

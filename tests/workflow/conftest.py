@@ -39,6 +39,12 @@ class Workflow:
         path = self.path / "config.yaml"
         path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **keys}, sort_keys=False))
 
+    def copy_results_of(self, other: Workflow) -> Workflow:
+        """Take `other`'s results, resources and Snakemake metadata: a run to modify without recomputing it."""
+        for name in ("results", "resources", ".snakemake"):
+            shutil.copytree(other.path / name, self.path / name, symlinks=True)
+        return self
+
     def command(self, *args: str, config: dict | None = None) -> list[str]:
         """The snakemake command line; `config` (nested keys allowed) is merged over config.yaml."""
         cmd = [sys.executable, "-m", "snakemake", *args]

@@ -4,7 +4,6 @@ deterministic, and the energy distances equal scanpy's PCA + scperturb.edist on 
 from __future__ import annotations
 
 import json
-import shutil
 
 import anndata as ad
 import numpy as np
@@ -29,8 +28,7 @@ def analyses_run(small_demo, tmp_path_factory) -> Workflow:
     unchanged for its other readers."""
     wf = Workflow(tmp_path_factory.mktemp("analyses") / "workflow")
     wf.replace_config(models={})
-    for name in ("results", "resources", ".snakemake"):
-        shutil.copytree(small_demo.path / name, wf.path / name, symlinks=True)
+    wf.copy_results_of(small_demo)
     result = wf.run(*TARGETS, "-c2", config=SMALL_DEMO)
     assert "Nothing to be done" in result.stdout + result.stderr
     return wf

@@ -25,6 +25,10 @@ def test_memory_estimates_closed_form():
     assert job_memory_mb("reduce", chunk_nonzeros=25_000_000, input_mb=0, perturbations=9801, genes=8248) == int(
         PREPROCESS_MB_EXACT + 3 * 2 * 9801 * 8248 * 8 / 2**20
     )
+    # a stage streaming cells beside P × G tables: the chunk plus the tables' working copies
+    assert job_memory_mb("chunk_tables", chunk_nonzeros=25_000_000, input_mb=4_000) == int(
+        PREPROCESS_MB_EXACT + 1.5 * 4_000
+    )
     assert job_memory_mb("obs", chunk_nonzeros=0, input_mb=10**6) == BASE_MB
     assert 0 < machine_memory_mb() < 2**30
 
