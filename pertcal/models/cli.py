@@ -28,6 +28,7 @@ import pertcal
 from pertcal.baselines import as_prediction
 from pertcal.io import PertcalInputError, write_h5ad, write_json
 from pertcal.models.data import load_fold
+from pertcal.models.params import context
 from pertcal.models.registry import get_model
 from pertcal.models.training import pick_device
 
@@ -97,7 +98,7 @@ def train(args) -> None:
     fold = _read_inputs(args.data, args.folds, args.fold)
     log.info("training %s (%s) on %s %s fold %d: %d cells, %d genes, device %s", name, args.model, dataset,
              args.task, args.fold, fold.x.shape[0], fold.genes.size, device)
-    checkpoint, curve = spec.train(fold, params, device, where=f"model {name!r}, dataset {dataset!r}, file {source}")
+    checkpoint, curve = spec.train(fold, params, device, where=context(name, dataset, source))
     meta = {"model": args.model, "name": name, "dataset": dataset, "task": args.task, "fold": args.fold,
             "params": params, "selected_epoch": int(curve.loc[curve["selected"], "epoch"].iloc[0]),
             "device": str(device), "pertcal_version": pertcal.__version__, "torch_version": torch.__version__}

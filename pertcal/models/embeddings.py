@@ -7,6 +7,7 @@ so a model can predict a perturbation it never trained on as long as its targets
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from pertcal.harmonize import targets_of
 from pertcal.io import PertcalInputError
-from pertcal.models.params import choice, optional_file, positive_int
+from pertcal.models.params import Implementation, choice, optional_file, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,16 @@ def check_embedding_params(given: dict, resolved: dict, *, where: str) -> dict:
             "drop one of them"
         )
     return out
+
+
+@dataclass(frozen=True)
+class EmbeddingImplementation(Implementation):
+    """A model conditioned on gene embeddings: `embedding_file` must exist and agree with `embedding`."""
+
+    files = FILES
+
+    def check(self, given: dict, params: dict, *, where: str) -> dict:
+        return check_embedding_params(given, params, where=where)
 
 
 def pca_embedding(pseudobulk: np.ndarray, genes: pd.Index, dim: int) -> pd.DataFrame:

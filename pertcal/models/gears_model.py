@@ -12,7 +12,6 @@ training and, at prediction, get the mean of the training perturbations' means (
 
 from __future__ import annotations
 
-import logging
 import pickle
 import sys
 import tempfile
@@ -29,10 +28,8 @@ import torch
 from pertcal.harmonize import CONTROL, targets_of
 from pertcal.io import PertcalInputError
 from pertcal.models.data import FoldCells
-from pertcal.models.params import TRAINING, Param, non_negative, positive, positive_int, resolve_params
-from pertcal.models.training import CURVE_COLUMNS, fallback, seeded
-
-log = logging.getLogger(__name__)
+from pertcal.models.params import TRAINING, Implementation, Param, context, non_negative, positive_int, with_defaults
+from pertcal.models.training import adam, descend, fallback, fit, leave_out, seeded
 
 GEARS_CONTROL = "ctrl"
 SCRATCH_NAME = "pertcal"
@@ -49,15 +46,14 @@ PARAMS = {
     "uncertainty": Param(False, (bool,)),
     "uncertainty_reg": non_negative(1.0),
     "direction_lambda": non_negative(0.1),
-    "epochs": positive_int(10),
-    "lr": positive(1e-3),
-    "weight_decay": non_negative(5e-4),
-    "batch_size": positive_int(32),
+    **with_defaults({k: TRAINING[k] for k in ("epochs", "lr", "weight_decay", "batch_size", "seed")},
+                    epochs=10, weight_decay=5e-4, batch_size=32),
     "test_batch_size": positive_int(512),
     "n_control_samples": positive_int(300),
-    "seed": TRAINING["seed"],
 }
 FILES = ("gene2go_path",)
+# GEARS.train's schedule, not configurable: halve the learning rate and validate every epoch
+SCHEDULE = {"lr_step": 1, "lr_gamma": 0.5, "val_every": 1}
 
 
 def _import_gears() -> None:
@@ -183,24 +179,25 @@ def _in_sorted_order(loss, tensors: tuple, perts, **kwargs) -> torch.Tensor:
 
 
 def _epoch_metrics(loader, model, uncertainty: bool, device) -> tuple[float, float]:
-    """GEARS's validation numbers: (MSE over all genes, MSE over the top-20 DE genes), averaged over conditions."""
+    """GEARS's validation numbers: (MSE over the top-20 DE genes, MSE over all genes), averaged over conditions."""
     from gears.inference import compute_metrics, evaluate
 
     metrics, _ = compute_metrics(evaluate(loader, model, uncertainty, device))
-    return float(metrics["mse"]), float(metrics["mse_de"])
+    return float(metrics["mse_de"]), float(metrics["mse"])
 
 
 @dataclass(frozen=True)
-class GearsModel:
-    params: dict[str, Param]
+class GearsModel(Implementation):
+    files = FILES
 
     def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
+        """As every model's, but a missing `gene2go_path` is named as such rather than as a wrong type."""
         if "gene2go_path" not in given:
             raise PertcalInputError(
-                f"model {model!r}, dataset {dataset!r}, file {source}: hyperparameter 'gene2go_path' is required "
+                f"{context(model, dataset, source)}: hyperparameter 'gene2go_path' is required "
                 "(a local gene2go pickle; GEARS never downloads it here)"
             )
-        return resolve_params(self.params, given, model=model, dataset=dataset, source=source, files=FILES)
+        return super().validate(given, model=model, dataset=dataset, source=source)
 
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit GEARS on the fold's train (+ control) cells, select on val cells; returns (checkpoint, curve)."""
@@ -210,10 +207,7 @@ class GearsModel:
 
         gene2go = read_gene2go(params["gene2go_path"], where=where)
         in_go = {p: all(g in gene2go for g in targets_of(p)) for p in fold.train + fold.val}
-        dropped = sorted(p for p, ok in in_go.items() if not ok)
-        if dropped:
-            log.warning("GEARS: %d train/val perturbations have a target outside gene2go and are left out: %s",
-                        len(dropped), ", ".join(dropped[:20]))
+        leave_out(list(in_go), in_go.values(), reason="have a target outside gene2go")
         train = [p for p in fold.train if in_go[p]]
         val = [p for p in fold.val if in_go[p]]
         if not train:
@@ -247,37 +241,27 @@ class GearsModel:
                 G_go=go.edge_index, G_go_weight=go.edge_weight,
             )
             model, config = gears.model, gears.config
-            optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+            optimizer = adam(model.parameters(), params)
             loaders = pert_data.dataloader
-            best, best_state, rows = np.inf, None, []
-            for epoch in range(1, params["epochs"] + 1):
-                model.train()
-                total, n = 0.0, 0
-                for batch in loaders["train_loader"]:
-                    batch.to(device)
-                    optimizer.zero_grad()
-                    common = dict(ctrl=gears.ctrl_expression, dict_filter=gears.dict_filter,
-                                  direction_lambda=config["direction_lambda"])
-                    if config["uncertainty"]:
-                        pred, logvar = model(batch)
-                        loss = _in_sorted_order(uncertainty_loss_fct, (pred, logvar, batch.y), batch.pert,
-                                                reg=config["uncertainty_reg"], **common)
-                    else:
-                        loss = _in_sorted_order(loss_fct, (model(batch), batch.y), batch.pert, **common)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=1.0)
-                    optimizer.step()
-                    total, n = total + loss.item() * batch.num_graphs, n + batch.num_graphs
-                scheduler.step()
-                val_mse, val_de = (_epoch_metrics(loaders["val_loader"], model, config["uncertainty"], device)
-                                   if val else (np.nan, np.nan))
-                rows.append([epoch, total / n if n else np.nan, val_de, False, val_mse])
-                if val_de < best or (not val and epoch == params["epochs"]):
-                    best, best_state = val_de, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                log.info("epoch %d train_loss %.5f val_mse_de %.5f val_mse %.5f", epoch, rows[-1][1], val_de, val_mse)
-        curve = pd.DataFrame(rows, columns=[*CURVE_COLUMNS, "val_mse"])
-        curve.loc[int(np.nanargmin(curve["val_loss"])) if val else len(curve) - 1, "selected"] = True
+            common = dict(ctrl=gears.ctrl_expression, dict_filter=gears.dict_filter,
+                          direction_lambda=config["direction_lambda"])
+
+            def step(batch):
+                batch.to(device)
+                if config["uncertainty"]:
+                    pred, logvar = model(batch)
+                    loss = _in_sorted_order(uncertainty_loss_fct, (pred, logvar, batch.y), batch.pert,
+                                            reg=config["uncertainty_reg"], **common)
+                else:
+                    loss = _in_sorted_order(loss_fct, (model(batch), batch.y), batch.pert, **common)
+                clip = lambda: torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=1.0)  # noqa: E731
+                return descend(optimizer, loss, clip=clip), batch.num_graphs
+
+            best_state, curve = fit(
+                model, step, lambda: loaders["train_loader"],
+                (lambda: _epoch_metrics(loaders["val_loader"], model, config["uncertainty"], device)) if val else None,
+                {**params, **SCHEDULE}, optimizers=[optimizer], extra_columns=("val_mse",),
+            )
         config = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in config.items() if k != "device"}
         return {"state_dict": best_state, "config": config, "pert_list": list(pert_list),
                 "genes": fold.genes.tolist()}, curve
@@ -310,8 +294,7 @@ class GearsModel:
                         p = model(batch.to(device))
                         preds.append((p[0] if uncertain else p).cpu().numpy())
                 out[i] = np.concatenate(preds).mean(axis=0)
-        pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
-        return fallback(pred, ok, fold, reason="have a target gene outside the GO map (GEARS cannot represent them)")
+        return fallback(out, ok, fold, reason="have a target gene outside the GO map (GEARS cannot represent them)")
 
 
 MODEL = GearsModel(params=PARAMS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from pertcal.io import PertcalInputError
 
@@ -78,14 +78,19 @@ def with_defaults(spec: dict[str, Param], **defaults) -> dict[str, Param]:
     return {name: replace(p, default=defaults[name]) if name in defaults else p for name, p in spec.items()}
 
 
+def context(model: str, dataset: str, source: str) -> str:
+    """How messages name a job's hyperparameters: the model, the dataset and where the parameters came from."""
+    return f"model {model!r}, dataset {dataset!r}, file {source}"
+
+
 def resolve_params(
     spec: dict[str, Param], given: dict, *, model: str, dataset: str, source: str, files: tuple[str, ...] = ()
 ) -> dict:
     """Defaults overlaid with `given`; raise PertcalInputError on an unknown key, a wrong type or a missing file.
 
-    `files` names the parameters that hold paths to input files: each must exist when set.
+    `files` names the parameters that hold paths to input files (one path or a list of paths): each must exist.
     """
-    where = f"model {model!r}, dataset {dataset!r}, file {source}"
+    where = context(model, dataset, source)
     if not isinstance(given, dict):
         raise PertcalInputError(f"{where}: hyperparameters must be a mapping, got {type(given).__name__}")
     unknown = sorted(set(given) - set(spec))
@@ -99,7 +104,25 @@ def resolve_params(
         if problem:
             raise PertcalInputError(f"{where}: hyperparameter {name!r} {problem}")
     for name in files:
-        path = resolved.get(name)
-        if path is not None and not Path(path).is_file():
-            raise PertcalInputError(f"{where}: hyperparameter {name!r} names {path!r}, which does not exist")
+        value = resolved.get(name)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).is_file():
+                raise PertcalInputError(f"{where}: hyperparameter {name!r} names {path!r}, which does not exist")
     return resolved
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A model implementation's hyperparameters and their validation; subclasses add `train` and `predict`."""
+
+    params: dict[str, Param]
+    files: ClassVar[tuple[str, ...]] = ()  # the parameters naming input files, which must exist
+
+    def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
+        """The parameters to train with: `given` over the defaults, each checked, then `check`ed together."""
+        resolved = resolve_params(self.params, given, model=model, dataset=dataset, source=source, files=self.files)
+        return self.check(given, resolved, where=context(model, dataset, source))
+
+    def check(self, given: dict, params: dict, *, where: str) -> dict:
+        """Checks across parameters (none here; a subclass's own), before any data is read; returns `params`."""
+        return params

@@ -14,10 +14,7 @@ the validation perturbations' MSE has not improved for `patience` epochs.
 
 from __future__ import annotations
 
-import copy
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,10 +25,8 @@ from pertcal.harmonize import CONTROL, targets_of
 from pertcal.io import PertcalInputError
 from pertcal.models import embeddings
 from pertcal.models.data import FoldCells
-from pertcal.models.params import TRAINING, Param, positive, positive_int, resolve_params, with_defaults
-from pertcal.models.training import CURVE_COLUMNS, fallback, mlp, seeded
-
-log = logging.getLogger(__name__)
+from pertcal.models.params import TRAINING, Implementation, Param, positive, positive_int, with_defaults
+from pertcal.models.training import adam, descend, fallback, fit, leave_out, minibatches, mlp, seeded
 
 BUILTIN = ("pca", "random")
 
@@ -121,19 +116,13 @@ def encode(perturbations: list[str], tables: list[pd.DataFrame]):
 
 
 @dataclass(frozen=True)
-class PresageModel:
-    params: dict[str, Param]
+class PresageModel(Implementation):
+    files = ("embedding_files",)
 
-    def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
-        params = resolve_params(self.params, given, model=model, dataset=dataset, source=source)
-        where = f"model {model!r}, dataset {dataset!r}, file {source}"
+    def check(self, given: dict, params: dict, *, where: str) -> dict:
         if not params["embeddings"] and not params["embedding_files"]:
             raise PertcalInputError(f"{where}: hyperparameters 'embeddings' and 'embedding_files' are both empty; "
                                     "PRESAGE needs at least one knowledge source")
-        absent = [path for path in params["embedding_files"] if not Path(path).is_file()]
-        if absent:
-            raise PertcalInputError(f"{where}: hyperparameter 'embedding_files' names {absent[0]!r}, "
-                                    "which does not exist")
         return params
 
     @staticmethod
@@ -146,10 +135,7 @@ class PresageModel:
         tables = _sources(params, fold.means(fold.train), fold.genes, where=where)
         labels = fold.train + fold.val
         members, rows, present, ok = encode(labels, tables)
-        dropped = [p for p, good in zip(labels, ok) if not good]
-        if dropped:
-            log.warning("%d train/val perturbations have a target in no knowledge source and are left out: %s",
-                        len(dropped), ", ".join(dropped[:20]))
+        leave_out(labels, ok, reason="have a target in no knowledge source")
         train = np.flatnonzero(ok[: len(fold.train)])
         val = len(fold.train) + np.flatnonzero(ok[len(fold.train) :])
         if not train.size:
@@ -161,42 +147,18 @@ class PresageModel:
         with seeded(params["seed"]):
             net = Presage([t.shape[1] for t in tables], [is_pathway(t) for t in tables], fold.genes.size,
                           params).to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-            sched = torch.optim.lr_scheduler.StepLR(opt, params["lr_step"], params["lr_gamma"]) \
-                if params["lr_step"] else None
-            loss_of = lambda idx: nn.functional.mse_loss(net(members_t[idx], rows_t, present_t), delta[idx])  # noqa
-            best, best_state, rows_out, waited = np.inf, None, [], 0
-            for epoch in range(1, params["epochs"] + 1):
-                net.train()
-                total = 0.0
-                order = rng.permutation(train)
-                for start in range(0, order.size, params["batch_size"]):
-                    idx = torch.as_tensor(order[start : start + params["batch_size"]], device=device)
-                    opt.zero_grad()
-                    loss = loss_of(idx)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * idx.numel()
-                if sched is not None:
-                    sched.step()
-                val_loss = np.nan
-                if val.size and (epoch % params["val_every"] == 0 or epoch == params["epochs"]):
-                    net.eval()
-                    with torch.no_grad():
-                        val_loss = loss_of(torch.as_tensor(val, device=device)).item()
-                rows_out.append([epoch, total / train.size, val_loss, False])
-                log.info("epoch %d train_loss %.5f val_loss %.5f", epoch, rows_out[-1][1], val_loss)
-                if val_loss < best or (not val.size and epoch == params["epochs"]):
-                    best, best_state, waited = val_loss, copy.deepcopy(net.state_dict()), 0
-                elif not np.isnan(val_loss):
-                    waited += params["val_every"]
-                    if waited >= params["patience"]:
-                        log.info("early stop at epoch %d: no val improvement in %d epochs", epoch, waited)
-                        break
-        curve = pd.DataFrame(rows_out, columns=CURVE_COLUMNS)
-        curve.loc[int(np.nanargmin(curve["val_loss"])) if val.size else len(curve) - 1, "selected"] = True
+            opt = adam(net.parameters(), params)
+
+            def loss_of(perturbations: np.ndarray) -> torch.Tensor:
+                idx = torch.as_tensor(perturbations, device=device)
+                return nn.functional.mse_loss(net(members_t[idx], rows_t, present_t), delta[idx])
+
+            best_state, curve = fit(net, lambda batch: (descend(opt, loss_of(batch)), batch.size),
+                                    lambda: minibatches(train, params["batch_size"], rng),
+                                    (lambda: loss_of(val).item()) if val.size else None, params, optimizers=[opt],
+                                    patience=params["patience"])
         checkpoint = {
-            "state_dict": {k: v.cpu() for k, v in best_state.items()},
+            "state_dict": best_state,
             "sources": [torch.from_numpy(t.to_numpy(dtype=np.float32)) for t in tables],
             "source_genes": [t.index.tolist() for t in tables],
             "control_mean": torch.from_numpy(control_mean),
@@ -218,8 +180,7 @@ class PresageModel:
                 if ok.any():
                     change = net(members_t[torch.as_tensor(ok, device=device)], rows_t, present_t)
                     out[ok] = checkpoint["control_mean"].numpy() + change.double().cpu().numpy()
-        pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
-        return fallback(pred, ok, fold, reason="have a target gene in no knowledge source")
+        return fallback(out, ok, fold, reason="have a target gene in no knowledge source")
 
 
 MODEL = PresageModel(params=PARAMS)

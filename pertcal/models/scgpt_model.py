@@ -21,7 +21,6 @@ tutorial. Without it the model trains from random initialisation over a vocabula
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ from torch import nn
 from pertcal.harmonize import CONTROL, targets_of
 from pertcal.io import PertcalInputError
 from pertcal.models.data import FoldCells
-from pertcal.models.params import TRAINING, Param, positive_int, resolve_params, with_defaults
-from pertcal.models.training import CURVE_COLUMNS, fallback, seeded
+from pertcal.models.params import TRAINING, Implementation, Param, positive_int, with_defaults
+from pertcal.models.training import adam, descend, fallback, fit, leave_out, minibatches, seeded
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +222,8 @@ class _Batcher:
 
 
 @dataclass(frozen=True)
-class ScGPTModel:
-    params: dict[str, Param]
-
-    def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
-        params = resolve_params(self.params, given, model=model, dataset=dataset, source=source)
-        where = f"model {model!r}, dataset {dataset!r}, file {source}"
+class ScGPTModel(Implementation):
+    def check(self, given: dict, params: dict, *, where: str) -> dict:
         if params["checkpoint_dir"] is not None:
             read_vocab_and_args(params["checkpoint_dir"], where=where)  # refuse a bad directory before the data
         return params
@@ -257,15 +252,13 @@ class ScGPTModel:
         position = {g: i for i, g in enumerate(fold.genes)}
         labels = fold.train + fold.val + [CONTROL]
         ok = {p: all(g in position for g in targets_of(p)) for p in labels}
-        dropped = sorted(p for p, good in ok.items() if not good)
-        if dropped:
-            log.warning("%d train/val perturbations target a gene outside the data's genes and are left out: %s",
-                        len(dropped), ", ".join(dropped[:20]))
+        leave_out(labels, ok.values(), reason="target a gene outside the data's genes")
         target_index = {p: np.array([position[g] for g in targets_of(p)], dtype=np.int64) for p in labels if ok[p]}
         usable = np.array([ok[p] for p in fold.perturbation])
         train_cells = np.flatnonzero(usable & np.isin(fold.perturbation, fold.train + [CONTROL]))
         val_cells = np.flatnonzero(usable & np.isin(fold.perturbation, fold.val))
         control = fold.control_cells
+        size = params["batch_size"]
         rng = np.random.default_rng(params["seed"])
         with seeded(params["seed"]):
             net, tokens, config, state, source = self._architecture(params, fold.genes, where=where)
@@ -283,45 +276,25 @@ class ScGPTModel:
                     out = net(*x)
                 return nn.functional.mse_loss(out.float(), y)
 
-            opt = torch.optim.Adam(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-            sched = torch.optim.lr_scheduler.StepLR(opt, params["lr_step"], params["lr_gamma"]) \
-                if params["lr_step"] else None
+            opt = adam(net.parameters(), params)
             scaler = torch.amp.GradScaler("cuda", enabled=params["amp"] and device.type == "cuda")
-            best, best_state, rows = np.inf, None, []
-            for epoch in range(1, params["epochs"] + 1):
-                net.train()
-                total = 0.0
-                order = rng.permutation(train_cells)
-                for start in range(0, order.size, params["batch_size"]):
-                    cells = order[start : start + params["batch_size"]]
-                    opt.zero_grad()
-                    loss = batch_loss(cells, rng)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                    # the tutorial clips the gradient norm at 1
-                    nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                    scaler.step(opt)
-                    scaler.update()
-                    total += loss.item() * cells.size
-                if sched is not None:
-                    sched.step()
-                val_loss = np.nan
-                if val_cells.size and (epoch % params["val_every"] == 0 or epoch == params["epochs"]):
-                    net.eval()
-                    draw = np.random.default_rng(params["seed"] + 1)  # the same pairs at every validation
-                    with torch.no_grad():
-                        val_loss = 0.0
-                        for start in range(0, val_cells.size, params["batch_size"]):
-                            cells = val_cells[start : start + params["batch_size"]]
-                            val_loss += batch_loss(cells, draw).item() * cells.size / val_cells.size
-                rows.append([epoch, total / train_cells.size, val_loss, False])
-                if val_loss < best or (not val_cells.size and epoch == params["epochs"]):
-                    best, best_state = val_loss, copy.deepcopy(net.state_dict())
-                log.info("epoch %d train_loss %.5f val_loss %.5f", epoch, rows[-1][1], val_loss)
-        curve = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-        curve.loc[int(np.nanargmin(curve["val_loss"])) if val_cells.size else len(curve) - 1, "selected"] = True
-        return {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "config": config,
-                "gene_tokens": torch.from_numpy(tokens), "loaded_keys": loaded, "genes": fold.genes.tolist()}, curve
+
+            def step(cells):
+                # the tutorial clips the gradient norm at 1
+                clip = lambda: nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # noqa: E731
+                return descend(opt, batch_loss(cells, rng), clip=clip, scaler=scaler), cells.size
+
+            def validate():
+                draw = np.random.default_rng(params["seed"] + 1)  # the same pairs at every validation
+                val_loss = 0.0
+                for cells in minibatches(val_cells, size):
+                    val_loss += batch_loss(cells, draw).item() * cells.size / val_cells.size
+                return val_loss
+
+            best_state, curve = fit(net, step, lambda: minibatches(train_cells, size, rng),
+                                    validate if val_cells.size else None, params, optimizers=[opt])
+        return {"state_dict": best_state, "config": config, "gene_tokens": torch.from_numpy(tokens),
+                "loaded_keys": loaded, "genes": fold.genes.tolist()}, curve
 
     def predict(self, checkpoint: dict, fold: FoldCells, params: dict, device: torch.device) -> pd.DataFrame:
         """(test perturbations, G): mean over sampled control cells of the prediction with every gene as a token."""
@@ -347,8 +320,7 @@ class ScGPTModel:
                         with _autocast(device, params["amp"]):
                             total += net(*x).float().sum(dim=0).cpu().numpy()
                     out[i] = total / n
-        pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
-        return fallback(pred, ok, fold, reason="target a gene outside the data's genes (no token to flag)")
+        return fallback(out, ok, fold, reason="target a gene outside the data's genes (no token to flag)")
 
 
 MODEL = ScGPTModel(params=PARAMS)

@@ -12,8 +12,6 @@ perturbation's prediction is the control mean plus the mean over control cells o
 
 from __future__ import annotations
 
-import copy
-import logging
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,10 +24,8 @@ from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError
 from pertcal.models import embeddings
 from pertcal.models.data import FoldCells
-from pertcal.models.params import TRAINING, Param, non_negative, positive, positive_int, resolve_params, with_defaults
-from pertcal.models.training import CURVE_COLUMNS, encode_training_labels, fallback, mlp, seeded
-
-log = logging.getLogger(__name__)
+from pertcal.models.params import TRAINING, non_negative, positive, positive_int, with_defaults
+from pertcal.models.training import adam, descend, encode_training_labels, fallback, fit, minibatches, mlp, seeded
 
 PARAMS = {
     **with_defaults(TRAINING, epochs=200, batch_size=500, lr=5e-4, lr_step=30, lr_gamma=0.2, val_every=10),
@@ -80,15 +76,7 @@ def _correlations(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ScLambdaModel:
-    params: dict[str, Param]
-
-    def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
-        resolved = resolve_params(self.params, given, model=model, dataset=dataset, source=source,
-                                  files=embeddings.FILES)
-        where = f"model {model!r}, dataset {dataset!r}, file {source}"
-        return embeddings.check_embedding_params(given, resolved, where=where)
-
+class ScLambdaModel(embeddings.EmbeddingImplementation):
     @staticmethod
     def _build(params: dict, n_genes: int, emb_dim: int) -> ScLambda:
         return ScLambda(n_genes, emb_dim, params["hidden_dim"], params["latent_dim"])
@@ -125,61 +113,40 @@ class ScLambdaModel:
         with seeded(params["seed"]):
             net = self._build(params, fold.genes.size, table.shape[1]).to(device)
             main = [p for name, p in net.named_parameters() if not name.startswith("mine.")]
-            opt = torch.optim.Adam(main, lr=params["lr"], weight_decay=params["weight_decay"])
-            opt_mine = torch.optim.Adam(net.mine.parameters(), lr=params["lr"],
-                                        weight_decay=params["mine_weight_decay"])
-            scheds = [torch.optim.lr_scheduler.StepLR(o, params["lr_step"], params["lr_gamma"])
-                      for o in (opt, opt_mine)] if params["lr_step"] else []
+            opt = adam(main, params)
+            opt_mine = adam(net.mine.parameters(), params, weight_decay=params["mine_weight_decay"])
             val_x = to(fold.dense(val_controls) - control_mean)
-            best, best_state, out_rows = np.inf, None, []
-            for epoch in range(1, params["epochs"] + 1):
-                net.train()
-                total = 0.0
-                order = rng.permutation(train_cells)
-                for start in range(0, order.size, params["batch_size"]):
-                    cells = order[start : start + params["batch_size"]]
-                    x = to(fold.dense(cells) - control_mean)
-                    p = p_all[code[cells]]
-                    p_marginal = p_all[code[rng.choice(train_cells, cells.size)]]
-                    # adversarial embedding: one signed-gradient step of relative size ε on the reconstruction
-                    p_req = p.clone().requires_grad_(True)
-                    recon = 0.5 * ((net.decoder_x(net.encode_x(x)[0] + net.encoder_p(p_req)) - x) ** 2).sum(1).mean()
-                    grad, = torch.autograd.grad(recon, p_req)
-                    p_adv = p + params["adversarial_eps"] * p.norm(dim=1, keepdim=True) * torch.sign(grad)
-                    mean, log_var = net.encode_x(x)
-                    z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
-                    s = net.encoder_p(p_adv)
-                    s_marginal = net.encoder_p(p_marginal)
-                    # MINE ascends its bound on detached latents; the model then descends the bound
-                    opt_mine.zero_grad()
-                    (-net.mi_estimate(mean.detach(), s.detach(), s_marginal.detach())).backward()
-                    nn.utils.clip_grad_norm_(net.mine.parameters(), params["grad_clip"])
-                    opt_mine.step()
-                    opt.zero_grad()
-                    loss = (0.5 * ((net.decoder_x(z + s) - x) ** 2).sum(1).mean()
-                            + 0.5 * ((net.decoder_p(s) - p) ** 2).sum(1).mean()
-                            - 0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(1).mean()
-                            + params["lambda_mi"] * net.mi_estimate(mean, s.detach(), s_marginal.detach()))
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(main, params["grad_clip"])
-                    opt.step()
-                    total += loss.item() * cells.size
-                for sched in scheds:
-                    sched.step()
-                val_loss = np.nan
-                if val_perts and (epoch % params["val_every"] == 0 or epoch == params["epochs"]):
-                    net.eval()
-                    with torch.no_grad():
-                        pred = self._shifts(net, val_x, val_p, params["batch_size"])
-                    val_loss = float(1.0 - _correlations(pred, val_truth).mean())
-                out_rows.append([epoch, total / train_cells.size, val_loss, False])
-                if val_loss < best or (not val_perts and epoch == params["epochs"]):
-                    best, best_state = val_loss, copy.deepcopy(net.state_dict())
-                log.info("epoch %d train_loss %.5f val_loss %.5f", epoch, out_rows[-1][1], val_loss)
-        curve = pd.DataFrame(out_rows, columns=CURVE_COLUMNS)
-        curve.loc[int(np.nanargmin(curve["val_loss"])) if val_perts else len(curve) - 1, "selected"] = True
+
+            def step(cells):
+                x = to(fold.dense(cells) - control_mean)
+                p = p_all[code[cells]]
+                p_marginal = p_all[code[rng.choice(train_cells, cells.size)]]
+                # adversarial embedding: one signed-gradient step of relative size ε on the reconstruction
+                p_req = p.clone().requires_grad_(True)
+                recon = 0.5 * ((net.decoder_x(net.encode_x(x)[0] + net.encoder_p(p_req)) - x) ** 2).sum(1).mean()
+                grad, = torch.autograd.grad(recon, p_req)
+                p_adv = p + params["adversarial_eps"] * p.norm(dim=1, keepdim=True) * torch.sign(grad)
+                mean, log_var = net.encode_x(x)
+                z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+                s = net.encoder_p(p_adv)
+                s_marginal = net.encoder_p(p_marginal)
+                # MINE ascends its bound on detached latents; the model then descends the bound
+                descend(opt_mine, -net.mi_estimate(mean.detach(), s.detach(), s_marginal.detach()),
+                        clip=lambda: nn.utils.clip_grad_norm_(net.mine.parameters(), params["grad_clip"]))
+                loss = (0.5 * ((net.decoder_x(z + s) - x) ** 2).sum(1).mean()
+                        + 0.5 * ((net.decoder_p(s) - p) ** 2).sum(1).mean()
+                        - 0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(1).mean()
+                        + params["lambda_mi"] * net.mi_estimate(mean, s.detach(), s_marginal.detach()))
+                return descend(opt, loss, clip=lambda: nn.utils.clip_grad_norm_(main, params["grad_clip"])), cells.size
+
+            def validate():
+                pred = self._shifts(net, val_x, val_p, params["batch_size"])
+                return float(1.0 - _correlations(pred, val_truth).mean())
+
+            best_state, curve = fit(net, step, lambda: minibatches(train_cells, params["batch_size"], rng),
+                                    validate if val_perts else None, params, optimizers=[opt, opt_mine])
         checkpoint = {
-            "state_dict": {k: v.cpu() for k, v in best_state.items()},
+            "state_dict": best_state,
             "embedding": torch.from_numpy(table.to_numpy(dtype=np.float32)),
             "embedding_genes": table.index.tolist(),
             "control_mean": torch.from_numpy(control_mean),
@@ -201,8 +168,7 @@ class ScLambdaModel:
             with torch.no_grad():
                 x = to(fold.dense(fold.control_cells) - control_mean)
                 out[ok] = control_mean + self._shifts(net, x, to((members @ rows)[ok]), params["batch_size"])
-        pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
-        return fallback(pred, ok, fold, reason="have a target gene without embedding")
+        return fallback(out, ok, fold, reason="have a target gene without embedding")
 
 
 MODEL = ScLambdaModel(params=PARAMS)

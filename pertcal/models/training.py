@@ -1,13 +1,13 @@
-"""Shared machinery of the torch models: seeding, device choice, the minibatch loop with validation-based checkpoint
-selection, and train/predict for networks conditioned on gene embeddings (fMLP and the PerturBench baselines)."""
+"""Shared machinery of the models: seeding, device choice, the one training loop every model runs (minibatch steps,
+learning-rate schedule, validation-based checkpoint selection, early stopping), and train/predict for networks
+conditioned on gene embeddings (fMLP and the PerturBench baselines)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,6 @@ from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError
 from pertcal.models import embeddings
 from pertcal.models.data import FoldCells
-from pertcal.models.params import Param, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -69,56 +68,102 @@ def start_at(layers: nn.Sequential, mean: np.ndarray) -> nn.Sequential:
     return layers
 
 
-def _batches(order: np.ndarray, size: int):
-    for start in range(0, order.size, size):
-        yield order[start : start + size]
+def minibatches(items: np.ndarray, size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """`items` in consecutive slices of `size` (the last may be shorter), shuffled by `rng` first when given."""
+    order = items if rng is None else rng.permutation(items)
+    return [order[start : start + size] for start in range(0, order.size, size)]
+
+
+def adam(parameters, params: dict, *, weight_decay: float | None = None) -> torch.optim.Adam:
+    """Adam at the hyperparameters' `lr` and `weight_decay` (or the `weight_decay` given)."""
+    decay = params["weight_decay"] if weight_decay is None else weight_decay
+    return torch.optim.Adam(parameters, lr=params["lr"], weight_decay=decay)
+
+
+# a disabled scaler passes the loss, the unscaling and the step through unchanged
+_UNSCALED = torch.amp.GradScaler("cuda", enabled=False)
+
+
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, *, clip: Callable[[], object] | None = None,
+            scaler: torch.amp.GradScaler = _UNSCALED) -> float:
+    """One step of `opt` down `loss`: clear the gradients, backpropagate (through `scaler` under mixed precision),
+    `clip()` them, step; returns the loss's value."""
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # clipping must see the true gradients
+    if clip is not None:
+        clip()
+    scaler.step(opt)
+    scaler.update()
+    return loss.item()
 
 
 def fit(
     net: nn.Module,
-    batch_loss: Callable[[np.ndarray], torch.Tensor],
-    train_cells: np.ndarray,
-    val_cells: np.ndarray,
+    step: Callable[[Any], tuple[float, int]],
+    batches: Callable[[], Iterable],
+    validate: Callable[[], float | tuple[float, ...]] | None,
     params: dict,
-    rng: np.random.Generator,
+    *,
+    optimizers: list[torch.optim.Optimizer],
+    patience: int | None = None,
+    extra_columns: tuple[str, ...] = (),
 ) -> tuple[dict, pd.DataFrame]:
-    """Adam on minibatches of cells; keeps the weights with the lowest validation loss.
+    """The training loop of every model; keeps the weights with the lowest validation loss.
 
-    `batch_loss(cells)` returns the mean loss over those cells. Validation runs every `val_every` epochs and at the
-    last; without validation cells the last epoch's weights are kept. Returns (best state_dict, training curve).
+    Each epoch runs `step(batch)` on every minibatch of `batches()`: one optimisation step, returning the batch's
+    mean loss and its weight (e.g. its number of cells); then every optimizer's learning rate follows
+    StepLR(`lr_step`, `lr_gamma`) when `lr_step` > 0. `validate()` runs in eval mode without gradients every
+    `val_every` epochs and at the last, returning the validation loss or a tuple (loss, values of `extra_columns`);
+    without it (None) the last epoch's weights are kept. With `patience`, training stops once the loss has not
+    improved for that many epochs. Returns (best state_dict on CPU, curve: CURVE_COLUMNS + extra_columns by epoch).
     """
-    opt = torch.optim.Adam(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-    sched = torch.optim.lr_scheduler.StepLR(opt, params["lr_step"], params["lr_gamma"]) if params["lr_step"] else None
-    best, best_state, rows = np.inf, None, []
-    for epoch in range(1, params["epochs"] + 1):
+    scheds = [torch.optim.lr_scheduler.StepLR(o, params["lr_step"], params["lr_gamma"]) for o in optimizers] \
+        if params["lr_step"] else []
+    last = params["epochs"]
+    best, best_state, rows, waited = np.inf, None, [], 0
+    for epoch in range(1, last + 1):
         net.train()
-        total = 0.0
-        for cells in _batches(rng.permutation(train_cells), params["batch_size"]):
-            opt.zero_grad()
-            loss = batch_loss(cells)
-            loss.backward()
-            opt.step()
-            total += loss.item() * cells.size
-        if sched is not None:
+        total, n = 0.0, 0
+        for batch in batches():
+            loss, weight = step(batch)
+            total, n = total + loss * weight, n + weight
+        for sched in scheds:
             sched.step()
-        val_loss = np.nan
-        if val_cells.size and (epoch % params["val_every"] == 0 or epoch == params["epochs"]):
+        scores = (np.nan,) * (1 + len(extra_columns))
+        if validate is not None and (epoch % params["val_every"] == 0 or epoch == last):
             net.eval()
             with torch.no_grad():
-                val_loss = sum(batch_loss(c).item() * c.size for c in _batches(val_cells, params["batch_size"]))
-            val_loss /= val_cells.size
-        rows.append([epoch, total / train_cells.size, val_loss, False])
-        if val_loss < best or (not val_cells.size and epoch == params["epochs"]):
-            best, best_state = val_loss, copy.deepcopy(net.state_dict())
-        log.info("epoch %d train_loss %.5f val_loss %.5f", epoch, rows[-1][1], val_loss)
-    curve = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    chosen = int(np.nanargmin(curve["val_loss"])) if val_cells.size else len(curve) - 1
-    curve.loc[chosen, "selected"] = True
+                scores = validate()
+            scores = scores if isinstance(scores, tuple) else (scores,)
+        val_loss = scores[0]
+        rows.append([epoch, total / n if n else np.nan, val_loss, False, *scores[1:]])
+        log.info("epoch %d train_loss %.5f val_loss %.5f%s", epoch, rows[-1][1], val_loss,
+                 "".join(f" {name} {value:.5f}" for name, value in zip(extra_columns, scores[1:])))
+        if val_loss < best or (validate is None and epoch == last):
+            best, best_state, waited = val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, 0
+        elif not np.isnan(val_loss):
+            waited += params["val_every"]
+            if patience is not None and waited >= patience:
+                log.info("early stop at epoch %d: no val improvement in %d epochs", epoch, waited)
+                break
+    curve = pd.DataFrame(rows, columns=[*CURVE_COLUMNS, *extra_columns])
+    curve.loc[int(np.nanargmin(curve["val_loss"])) if validate is not None else len(curve) - 1, "selected"] = True
     return best_state, curve
 
 
-def fallback(pred: pd.DataFrame, ok: np.ndarray, fold: FoldCells, *, reason: str) -> pd.DataFrame:
-    """Rows of perturbations a model cannot encode get the mean baseline (mean of the train perturbations' means)."""
+def leave_out(labels: list[str], ok, *, reason: str) -> None:
+    """Log the train/val perturbations a model cannot represent (`ok` False; `reason` says why): training skips them."""
+    dropped = [p for p, good in zip(labels, ok) if not good]
+    if dropped:
+        log.warning("%d train/val perturbations %s and are left out: %s", len(dropped), reason,
+                    ", ".join(dropped[:20]))
+
+
+def fallback(out: np.ndarray, ok: np.ndarray, fold: FoldCells, *, reason: str) -> pd.DataFrame:
+    """(test perturbations, G) predictions `out`, where rows of perturbations the model cannot encode (`ok` False)
+    get the mean baseline (mean of the train perturbations' means)."""
+    pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
     if not ok.all():
         missing = pred.index[~ok].tolist()
         log.warning("%d test perturbations %s; predicting the mean of the training perturbations for them: %s",
@@ -133,15 +178,12 @@ def encode_training_labels(fold: FoldCells, params: dict, *, where: str):
     table = embeddings.gene_embedding(params, fold.means(fold.train), fold.genes, where=where)
     labels = fold.train + fold.val + [CONTROL]
     members, rows, ok = embeddings.encode(labels, table)
-    dropped = [p for p, good in zip(labels, ok) if not good]
-    if dropped:
-        log.warning("%d train/val perturbations have a target without embedding and are left out: %s",
-                    len(dropped), ", ".join(dropped[:20]))
+    leave_out(labels, ok, reason="have a target without embedding")
     return table, labels, members, rows, ok
 
 
 @dataclass(frozen=True)
-class EmbeddingModel:
+class EmbeddingModel(embeddings.EmbeddingImplementation):
     """A torch model whose perturbation input is the sum over its target genes of gene-embedding rows.
 
     `build(params, n_genes, emb_dim, control_mean, cell_mean)` returns a module called as `net(members, rows, basal)`
@@ -149,16 +191,9 @@ class EmbeddingModel:
     → (B, G); `control_mean` and `cell_mean` (G,) are the control cells' and the training cells' mean expression.
     """
 
-    params: dict[str, Param]
     build: Callable[[dict, int, int, np.ndarray, np.ndarray], nn.Module]
     train_on_control: bool
     needs_basal: bool
-
-    def validate(self, given: dict, *, model: str, dataset: str, source: str) -> dict:
-        resolved = resolve_params(self.params, given, model=model, dataset=dataset, source=source,
-                                  files=embeddings.FILES)
-        where = f"model {model!r}, dataset {dataset!r}, file {source}"
-        return embeddings.check_embedding_params(given, resolved, where=where)
 
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit on the fold's train cells (control too if the model uses it), select on val cells."""
@@ -174,6 +209,7 @@ class EmbeddingModel:
         rng = np.random.default_rng(params["seed"])
         members_t = torch.from_numpy(members).to(device)
         rows_t = torch.from_numpy(rows).to(device)
+        size = params["batch_size"]
 
         def batch_loss(cells: np.ndarray) -> torch.Tensor:
             basal = None
@@ -183,12 +219,18 @@ class EmbeddingModel:
             y = torch.from_numpy(fold.dense(cells)).to(device)
             return nn.functional.mse_loss(net(members_t[code[cells]], rows_t, basal), y)
 
+        def validate() -> float:
+            return sum(batch_loss(c).item() * c.size for c in minibatches(val_cells, size)) / val_cells.size
+
         with seeded(params["seed"]):
             cell_mean = np.asarray(fold.x[train_cells].mean(axis=0)).ravel()
             net = self.build(params, fold.genes.size, table.shape[1], fold.means([CONTROL])[0], cell_mean).to(device)
-            state, curve = fit(net, batch_loss, train_cells, val_cells, params, rng)
+            opt = adam(net.parameters(), params)
+            state, curve = fit(net, lambda cells: (descend(opt, batch_loss(cells)), cells.size),
+                               lambda: minibatches(train_cells, size, rng), validate if val_cells.size else None,
+                               params, optimizers=[opt])
         checkpoint = {
-            "state_dict": {k: v.cpu() for k, v in state.items()},
+            "state_dict": state,
             "embedding": torch.from_numpy(table.to_numpy(dtype=np.float32)),
             "embedding_genes": table.index.tolist(),
             "genes": fold.genes.tolist(),
@@ -216,5 +258,4 @@ class EmbeddingModel:
                         out[i] = net(members_t[i].expand(n, -1), rows_t, basal).mean(dim=0).cpu().numpy()
                 else:
                     out[ok] = net(members_t[encodable], rows_t, None).cpu().numpy()
-        pred = pd.DataFrame(out, index=fold.test, columns=fold.genes)
-        return fallback(pred, ok, fold, reason="have a target gene without embedding")
+        return fallback(out, ok, fold, reason="have a target gene without embedding")

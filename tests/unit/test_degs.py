@@ -62,19 +62,38 @@ def cells():
     return X, labels, half
 
 
-def _scanpy_reference(X, labels, half, h, tested):
-    keep = (half == h) & np.isin(labels, tested)
+def _tested(labels, half, h):
+    """The half's perturbations with at least 4 cells (control excluded), sorted: those test_degs reports."""
+    counts = pd.Series(labels[half == h]).value_counts()
+    return sorted(p for p, c in counts.items() if c >= 4 and p != "control")
+
+
+def _scanpy_reference(X, labels, half, h, tested, *, with_controls=False):
+    """scanpy's rank_genes_groups of the half's `tested` perturbations against the rest (t-test_overestim_var,
+    Benjamini-Hochberg), the rest holding the half's control cells too when `with_controls`; control not reported."""
+    groups = [*tested, "control"] if with_controls else list(tested)
+    keep = (half == h) & np.isin(labels, groups)
     adata = ad.AnnData(
         X=X[keep].copy(),
         obs=pd.DataFrame({"perturbation": pd.Categorical(labels[keep])}, index=[str(i) for i in range(keep.sum())]),
         var=pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])]),
     )
     sc.tl.rank_genes_groups(
-        adata, "perturbation", groups=list(tested), reference="rest", method="t-test_overestim_var",
+        adata, "perturbation", groups=groups, reference="rest", method="t-test_overestim_var",
         n_genes=adata.n_vars, corr_method="benjamini-hochberg",
     )
-    ref = sc.get.rank_genes_groups_df(adata, group=None)
-    return ref.rename(columns={"group": "perturbation", "names": "gene"})
+    ref = sc.get.rank_genes_groups_df(adata, group=None).rename(columns={"group": "perturbation", "names": "gene"})
+    return ref[ref["perturbation"] != "control"].astype({"perturbation": str})
+
+
+def _assert_matches_scanpy(ours, ref):
+    """Every (perturbation, gene) in both tables, with the same score, p, adjusted p and log fold change."""
+    merged = ours.merge(ref, on=["perturbation", "gene"], how="outer", validate="one_to_one", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    np.testing.assert_allclose(merged["score"], merged["scores"], rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(merged["pval"], merged["pvals"], rtol=1e-6, atol=1e-300)
+    np.testing.assert_allclose(merged["pval_adj"], merged["pvals_adj"], rtol=1e-6, atol=1e-300)
+    np.testing.assert_allclose(merged["logfc"], merged["logfoldchanges"], rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # scanpy's own frame building
@@ -85,19 +104,12 @@ def test_matches_scanpy_rank_genes_groups(cells, block_size):
     stats = _stats_from_cells(X, labels, half)
     ours = _long(stats, h, block_size=block_size)
 
-    counts = pd.Series(labels[half == h]).value_counts()
-    tested = sorted(p for p, c in counts.items() if c >= 4 and p != "control")
+    tested = _tested(labels, half, h)
     assert len(tested) >= 150
     assert sorted(ours["perturbation"].unique()) == tested
     assert list(ours.columns) == ["perturbation", "gene", "score", "logfc", "pval", "pval_adj"]
 
-    ref = _scanpy_reference(X, labels, half, h, tested)
-    merged = ours.merge(ref, on=["perturbation", "gene"], how="outer", validate="one_to_one", indicator=True)
-    assert (merged["_merge"] == "both").all()
-    np.testing.assert_allclose(merged["score"], merged["scores"], rtol=1e-6, atol=1e-10)
-    np.testing.assert_allclose(merged["pval"], merged["pvals"], rtol=1e-6, atol=1e-300)
-    np.testing.assert_allclose(merged["pval_adj"], merged["pvals_adj"], rtol=1e-6, atol=1e-300)
-    np.testing.assert_allclose(merged["logfc"], merged["logfoldchanges"], rtol=1e-6, atol=1e-8)
+    _assert_matches_scanpy(ours, _scanpy_reference(X, labels, half, h, tested))
     # Unexpressed genes: NaN score and p become 0 and 1 (scanpy's convention).
     zero = ours[ours["gene"].isin(["g0", "g1", "g2", "g3", "g4"])]
     assert (zero["score"] == 0).all() and (zero["pval"] == 1).all()
@@ -111,28 +123,10 @@ def test_rest_with_controls_matches_scanpy_on_cells_with_controls(cells):
     h = "td"
     stats = _stats_from_cells(X, labels, half)
     ours = _long(stats, h, rest_includes_controls=True)
-    counts = pd.Series(labels[half == h]).value_counts()
-    tested = sorted(p for p, c in counts.items() if c >= 4 and p != "control")
+    tested = _tested(labels, half, h)
     assert sorted(ours["perturbation"].unique()) == tested
 
-    keep = (half == h) & np.isin(labels, [*tested, "control"])
-    adata = ad.AnnData(
-        X=X[keep].copy(),
-        obs=pd.DataFrame({"perturbation": pd.Categorical(labels[keep])}, index=[str(i) for i in range(keep.sum())]),
-        var=pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])]),
-    )
-    sc.tl.rank_genes_groups(
-        adata, "perturbation", reference="rest", method="t-test_overestim_var", n_genes=adata.n_vars,
-        corr_method="benjamini-hochberg",
-    )
-    ref = sc.get.rank_genes_groups_df(adata, group=None).rename(columns={"group": "perturbation", "names": "gene"})
-    ref = ref[ref["perturbation"] != "control"].astype({"perturbation": str})
-    merged = ours.merge(ref, on=["perturbation", "gene"], how="outer", validate="one_to_one", indicator=True)
-    assert (merged["_merge"] == "both").all()
-    np.testing.assert_allclose(merged["score"], merged["scores"], rtol=1e-6, atol=1e-10)
-    np.testing.assert_allclose(merged["pval"], merged["pvals"], rtol=1e-6, atol=1e-300)
-    np.testing.assert_allclose(merged["pval_adj"], merged["pvals_adj"], rtol=1e-6, atol=1e-300)
-    np.testing.assert_allclose(merged["logfc"], merged["logfoldchanges"], rtol=1e-6, atol=1e-8)
+    _assert_matches_scanpy(ours, _scanpy_reference(X, labels, half, h, tested, with_controls=True))
     # and the controls do change the test: without them the scores differ
     without = _long(stats, h).set_index(["perturbation", "gene"])["score"]
     assert not np.allclose(ours.set_index(["perturbation", "gene"])["score"].reindex(without.index), without)

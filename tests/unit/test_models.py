@@ -21,7 +21,7 @@ from pertcal.baselines import as_prediction, fold_data, mean
 from pertcal import degs
 from pertcal.evaluate import score_fold
 from pertcal.io import write_h5ad, write_parquet
-from pertcal.models import cli, embeddings
+from pertcal.models import cli, embeddings, training
 from pertcal.models.gears_model import gears_condition, random_gene2go
 from pertcal.qc import preprocess_file
 from pertcal.reduce import reduce_file
@@ -132,6 +132,53 @@ def test_training_and_prediction_are_deterministic(screen, tmp_path):
     sa, sb = (torch.load(c / "model.pt", weights_only=True)["state_dict"] for c in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert np.array_equal(ad.read_h5ad(pa).X, ad.read_h5ad(pb).X)
+
+
+def _scripted_fit(val_losses, **options):
+    """training.fit on a 1×1 linear layer whose bias is set to the epoch in every step, with two minibatches per
+    epoch of mean losses 1 and 4 over 1 and 3 items, and `val_losses` returned by successive validations."""
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    calls, seen = [], []
+
+    def step(batch):
+        calls.append(batch)
+        opt.step()  # no gradients: leaves the weights alone
+        with torch.no_grad():
+            net.bias.fill_((len(calls) + 1) // 2)  # the epoch: two steps per epoch
+        return batch
+
+    def validate():
+        seen.append((net.training, torch.is_grad_enabled()))
+        return val_losses[len(seen) - 1]
+
+    params = {"epochs": 9, "val_every": 2, "lr_step": 3, "lr_gamma": 0.5}
+    state, curve = training.fit(net, step, lambda: [(1.0, 1), (4.0, 3)], validate if val_losses else None, params,
+                                optimizers=[opt], **options)
+    return state, curve, opt.param_groups[0]["lr"], seen
+
+
+def test_fit_validates_every_k_epochs_keeps_the_best_weights_and_stops_early():
+    # validations at epochs 2, 4, 6, 8: best 1.0 at epoch 4, then 4 epochs without improvement = patience
+    state, curve, lr, seen = _scripted_fit([3.0, 1.0, 2.0, 1.5, 0.5], patience=4)
+    assert curve["epoch"].tolist() == list(range(1, 9))
+    assert curve["train_loss"].tolist() == [(1.0 * 1 + 4.0 * 3) / 4] * 8  # weighted by the batches' sizes
+    np.testing.assert_array_equal(curve["val_loss"], [np.nan, 3.0, np.nan, 1.0, np.nan, 2.0, np.nan, 1.5])
+    assert curve.loc[curve["selected"], "epoch"].tolist() == [4] and state["bias"].item() == 4.0
+    assert lr == 1.0 * 0.5 ** (8 // 3)  # StepLR(3, 0.5) stepped once per epoch
+    assert seen == [(False, False)] * 4  # validation in eval mode, without gradients
+
+
+def test_fit_without_validation_keeps_the_last_epoch_and_with_extra_columns_records_them():
+    state, curve, _, _ = _scripted_fit([])
+    assert curve["selected"].tolist() == [False] * 8 + [True] and state["bias"].item() == 9.0
+    assert curve["val_loss"].isna().all()
+    # no patience: every epoch runs; validations at 2, 4, 6, 8 and the last, 9
+    _, curve, _, _ = _scripted_fit([(3.0, 30.0), (1.0, 10.0), (2.0, 20.0), (1.5, 15.0), (0.5, 5.0)],
+                                   extra_columns=("val_mse",))
+    assert curve.columns.tolist() == ["epoch", "train_loss", "val_loss", "selected", "val_mse"]
+    np.testing.assert_array_equal(curve["val_mse"], [np.nan, 30, np.nan, 10, np.nan, 20, np.nan, 15, 5])
+    assert curve.loc[curve["selected"], "epoch"].tolist() == [9]
 
 
 @pytest.mark.parametrize(

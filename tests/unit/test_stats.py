@@ -202,26 +202,20 @@ def test_compare_methods_seed_stable(single):
 # --- summaries -------------------------------------------------------------------------------------
 
 
-def _tiny(rows):
-    return pd.DataFrame(
-        [("d", "single", 0, m, p, metric, v) for m, p, metric, v in rows], columns=stats.METRICS_COLUMNS
-    )
+def _tiny(values):
+    """A metrics table (dataset d, task single, fold 0) from {metric: {method: (value on A, value on B, …)}}."""
+    rows = [("d", "single", 0, method, "ABC"[i], metric, v)
+            for metric, by_method in values.items() for method, row in by_method.items() for i, v in enumerate(row)]
+    return pd.DataFrame(rows, columns=stats.METRICS_COLUMNS)
 
 
 def test_ideal_gap_closed_hand_worked():
-    metrics = _tiny(
-        [
-            ("mean", "A", "mse", 0.4), ("mean", "B", "mse", 0.6),
-            ("fmlp", "A", "mse", 0.2), ("fmlp", "B", "mse", 0.3),
-            ("mean", "A", "pearson_deltactrl", 0.2), ("mean", "B", "pearson_deltactrl", 0.4),
-            ("fmlp", "A", "pearson_deltactrl", 0.65), ("fmlp", "B", "pearson_deltactrl", 0.65),
-            ("control", "A", "pearson_deltapert", 0.0), ("control", "B", "pearson_deltapert", 0.2),
-            ("mean", "A", "pearson_deltapert", np.nan), ("mean", "B", "pearson_deltapert", np.nan),
-            ("fmlp", "A", "pearson_deltapert", 0.55), ("fmlp", "B", "pearson_deltapert", 0.55),
-            # perturbation C is scored by fmlp only: it must not enter the means
-            ("fmlp", "C", "mse", 9.0),
-        ]
-    )
+    metrics = _tiny({
+        # perturbation C is scored by fmlp only: it must not enter the means
+        "mse": {"mean": (0.4, 0.6), "fmlp": (0.2, 0.3, 9.0)},
+        "pearson_deltactrl": {"mean": (0.2, 0.4), "fmlp": (0.65, 0.65)},
+        "pearson_deltapert": {"control": (0.0, 0.2), "mean": (np.nan, np.nan), "fmlp": (0.55, 0.55)},
+    })
     gap = stats.ideal_gap_closed(metrics, METRICS).set_index(["method", "metric"])["gap"]
     # mse: (0.25 − 0.5) / (0 − 0.5); Pearson Δctrl: (0.65 − 0.3) / (1 − 0.3); Δpert vs control: (0.55 − 0.1) / 0.9
     assert gap["fmlp", "mse"] == pytest.approx(0.5)
@@ -232,16 +226,10 @@ def test_ideal_gap_closed_hand_worked():
 
 
 def test_summarize_methods_mean_sem_and_best_excludes_duplicates():
-    metrics = _tiny(
-        [
-            ("mean", "A", "mse", 0.4), ("mean", "B", "mse", 0.6),
-            ("fmlp", "A", "mse", 0.3), ("fmlp", "B", "mse", 0.5),
-            ("interpolated_duplicate", "A", "mse", 0.1), ("interpolated_duplicate", "B", "mse", 0.1),
-            ("mean", "A", "nir", 0.5), ("mean", "B", "nir", 0.7),
-            ("fmlp", "A", "nir", 0.4), ("fmlp", "B", "nir", np.nan),
-            ("technical_duplicate", "A", "nir", 0.9), ("technical_duplicate", "B", "nir", 0.9),
-        ]
-    )
+    metrics = _tiny({
+        "mse": {"mean": (0.4, 0.6), "fmlp": (0.3, 0.5), "interpolated_duplicate": (0.1, 0.1)},
+        "nir": {"mean": (0.5, 0.7), "fmlp": (0.4, np.nan), "technical_duplicate": (0.9, 0.9)},
+    })
     out = stats.summarize_methods(metrics, METRICS).set_index(["method", "metric"])
     assert out.loc[("fmlp", "mse"), "mean"] == pytest.approx(0.4)
     assert out.loc[("fmlp", "mse"), "sem"] == pytest.approx(scipy.stats.sem([0.3, 0.5]))
