@@ -201,6 +201,11 @@ class GearsModel(Implementation):
 
     def train(self, fold: FoldCells, params: dict, device: torch.device, *, where: str) -> tuple[dict, pd.DataFrame]:
         """Fit GEARS on the fold's train (+ control) cells, select on val cells; returns (checkpoint, curve)."""
+        if params["uncertainty"] and device.type != "cuda":
+            # cell-gears sums its uncertainty loss into a leaf tensor in place: on CPU `.to(device)` keeps the leaf,
+            # so autograd refuses it; on a GPU `.to` makes a copy and it trains
+            raise PertcalInputError(f"{where}: GEARS with uncertainty: true trains on a GPU only (cell-gears's "
+                                    "uncertainty loss fails on CPU); set uncertainty: false or run on a GPU")
         _import_gears()
         from gears import GEARS, PertData
         from gears.utils import GeneSimNetwork, loss_fct, uncertainty_loss_fct

@@ -377,6 +377,17 @@ def test_gears_requires_a_gene2go_file(screen, tmp_path, capsys):
     assert "none.pkl" in capsys.readouterr().err
 
 
+def test_gears_uncertainty_is_refused_on_cpu_with_the_fix(screen, tmp_path, capsys):
+    """cell-gears's uncertainty loss accumulates into a leaf tensor, which autograd refuses on CPU: said, not crashed."""
+    path, adata, _ = screen
+    params = {**GEARS_TINY, "uncertainty": True,
+              "gene2go_path": str(_gene2go_without(tmp_path / "gene2go.pkl", adata.var_names, None))}
+    assert _train(path, "single", "gears", params, tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert "uncertainty: true trains on a GPU only" in err and "set uncertainty: false" in err
+    assert not (tmp_path / "c" / "model.pt").exists()
+
+
 def test_a_trained_model_beats_the_mean_baseline_on_wmse_and_nir(tmp_path):
     """Simulated singles act through a few shared programs, and a target gene sits in its program's core, so the
     target's PCA embedding tells which program an unseen perturbation drives: learnable by construction."""
