@@ -203,6 +203,7 @@ def installed_model(method):
 MEMORY_KIND = {
     "preprocess_dataset": "chunk",
     "reduce_cells": "reduce",
+    "test_degs_wilcoxon": "chunk",
     "split_halves": "obs",
     "assign_folds": "obs",
     "summarize_dataset": "obs",

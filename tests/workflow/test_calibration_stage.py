@@ -84,7 +84,7 @@ def test_deg_sensitivity_on_simulated_truth(calibrated):
     # a stricter threshold calls no more DEGs
     assert gwps.loc[("overestim_var", 0.01), "mean_degs"] <= gwps.loc[("overestim_var", 0.05), "mean_degs"]
     drf = pd.read_parquet(res / "deg_sensitivity_drf.parquet")
-    assert set(drf["deg_test"]) == {"overestim_var", "welch"} and drf["mean_drf"].between(-1, 1).all()
+    assert set(drf["deg_test"]) == {"overestim_var", "welch", "wilcoxon"} and drf["mean_drf"].between(-1, 1).all()
 
 
 def test_calibration_tables_are_deterministic(calibrated):
