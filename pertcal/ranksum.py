@@ -8,7 +8,8 @@ rank is z plus its average rank among the gene's nonzeros.
 Cost: the genes are cut into blocks whose nonzeros (over the compared cells) fit a budget of `max_nonzeros`; each block
 is one streamed pass over the file, plus one pass counting each gene's nonzeros first when the compared cells hold more
 entries than the budget. A half within the budget (the simulated demo) is one pass. Memory: one chunk of cells plus one
-block of nonzeros (~40 bytes each: value, gene, group, sort order, rank) and the (P, G) float64 rank sums.
+block of nonzeros (~50 bytes each at the peak: value, gene, group, sorted copies, ranks) and the (P, G) float64 rank
+sums.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def wilcoxon_degs(
     reader: CellReader, obs_names: pd.Index, genes: pd.Index, halves: pd.DataFrame, half: str, *, min_cells: int = 4,
     rest_includes_controls: bool = False, max_nonzeros: int = CHUNK_NONZEROS, dataset: str = "?",
 ) -> ad.AnnData:
-    """Rank-sum z (scanpy's wilcoxon, tie_correct=False), two-sided normal p and BH p of each tested perturbation vs rest.
+    """Rank-sum z (scanpy's wilcoxon, tie_correct=False), two-sided normal p and BH p of each tested perturbation.
 
     Tested and rest as pertcal.degs.test_degs: non-control perturbations with >= `min_cells` cells in `half`; rest = the
     other tested ones' cells, and the half's control cells too if `rest_includes_controls`. `reader`: the processed
@@ -46,7 +47,7 @@ def wilcoxon_degs(
     tested = np.flatnonzero(in_half & ~control & (n_cells >= min_cells))
     P = len(tested)
     # one slot per tested perturbation, then one for the controls, which only ever sit in the rest
-    slot = np.full(len(groups), -1, dtype=np.int64)
+    slot = np.full(len(groups), -1, dtype=np.int32)
     slot[tested] = np.arange(P)
     if rest_includes_controls:
         controls = np.flatnonzero(in_half & control)
@@ -91,7 +92,7 @@ def wilcoxon_file(
 
 
 def _gene_blocks(reader: CellReader, compared: np.ndarray, budget: int) -> list[tuple[int, int]]:
-    """Consecutive gene ranges [g0, g1) whose stored entries over the `compared` cells fit `budget` (≥ 1 gene each)."""
+    """Consecutive gene ranges [g0, g1) whose entries in the `compared` cells fit `budget` (≥ 1 gene each)."""
     n_genes = reader.shape[1]
     stored = np.diff(reader.indptr)[compared].sum() if reader.format == "csr" else compared.sum() * n_genes
     if stored <= budget:
@@ -120,7 +121,7 @@ def _block_nonzeros(
         values.append(x.data[keep])
         slots.append(row_slot[keep])
     if not genes:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32)
     return np.concatenate(genes), np.concatenate(values), np.concatenate(slots)
 
 
@@ -136,21 +137,28 @@ def _rank_sums(
     zero_rank = (n_cells - nnz + 1) / 2.0  # the zeros' shared rank, per gene
     order = np.lexsort((value, gene))
     gene, value, slot = gene[order], value[order], slot[order]
+    del order  # temporaries are dropped as soon as used: a block is the job's largest memory
     new = np.ones(gene.size, dtype=bool)
     new[1:] = (gene[1:] != gene[:-1]) | (value[1:] != value[:-1])
+    del value
+    # a tie run at sorted positions first … stop − 1 holds the 1-based ranks first + 1 … stop: their mean
     first = np.flatnonzero(new)
-    stop = np.append(first[1:], gene.size)
-    tie = np.cumsum(new) - 1
-    gene_start = np.cumsum(nnz) - nnz
-    # a tie run at sorted positions first … stop − 1 holds 1-based ranks first + 1 … stop (their mean), shifted to its
-    # gene's own ranks (− gene_start) above the gene's zeros (+ n_cells − nnz); stored as the excess over the zeros' rank
-    excess = (first + stop + 1)[tie] / 2.0 - gene_start[gene] + (n_cells - nnz[gene]) - zero_rank[gene]
-    sums = np.bincount(slot * n_genes + gene, weights=excess, minlength=len(sizes) * n_genes)
+    mean_rank = (first + np.append(first[1:], gene.size) + 1) / 2.0
+    del first
+    excess = mean_rank[np.cumsum(new) - 1]
+    del new, mean_rank
+    # shifted to the gene's own ranks (− its first sorted position) above its zeros (+ n_cells − nnz), and kept as
+    # the excess over the zeros' rank, so each slot's zeros are added once per gene below
+    excess += ((n_cells - nnz) - (np.cumsum(nnz) - nnz) - zero_rank)[gene]
+    key = slot.astype(np.int64)
+    key *= n_genes
+    key += gene
+    sums = np.bincount(key, weights=excess, minlength=len(sizes) * n_genes)
     return sums.reshape(len(sizes), n_genes) + np.outer(sizes, zero_rank)
 
 
 def _z_and_p(sums: np.ndarray, n: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """scanpy's rank-sum z = (R − n(N + 1)/2) / √(n(N − n)(N + 1)/12) (NaN → 0) and p = 2Φ(−|z|), (P, G) float64."""
+    """scanpy's z = (R − n(N+1)/2) / √(n(N−n)(N+1)/12) (NaN → 0) and p = 2Φ(−|z|), (P, G) float64 each."""
     with np.errstate(divide="ignore", invalid="ignore"):
         score = (sums - (n * (n_cells + 1) / 2.0)[:, None]) / np.sqrt(n * (n_cells - n) * (n_cells + 1) / 12.0)[:, None]
     score[np.isnan(score)] = 0.0
