@@ -277,20 +277,29 @@ def deg_sensitivity(
     stats: ad.AnnData, folds: dict[str, pd.DataFrame], truth: pd.DataFrame | None, *, dataset: str, variants,
     min_cells: int, modality: str, specs: pd.DataFrame, td_rest_includes_controls: bool = False, panels=("paper",),
     spaces: GeneSpaces | None = None,
+    wilcoxon: dict[str, ad.AnnData] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """DRF of every metric, and the DEG calls, under each DEG test variant ((test, alpha) pairs).
 
     The variant changes the gt test (weights, DEG mask at alpha) and the td test (the interpolated duplicate's α).
+    Tests "overestim_var" and "welch" run here from `stats`; "wilcoxon" needs the cells, so its DEG matrices come in
+    as `wilcoxon` (half → pertcal.ranksum.wilcoxon_degs, same min_cells and rest).
     Returns (drf: dataset, deg_test, deg_alpha, metric, positive_control, n, mean_drf; degs: dataset, deg_test,
     deg_alpha, mean_degs per gt-tested perturbation, and with `truth` (simulated) precision, recall, n_called, n_true).
     The gene_spaces panel's HVGs and PCs (`spaces`) do not depend on the DEG test and stay fixed.
     """
     drf_rows, deg_rows = [], []
     for test in dict.fromkeys(t for t, _ in variants):
-        # the td test's rest as the pipeline's own (processing.td_rest_includes_controls); only the test varies
-        degs = {half: test_degs(stats, half, min_cells=min_cells, method=test,
-                                rest_includes_controls=td_rest_includes_controls and half == "td")
-                for half in ("gt", "td")}
+        if test == "wilcoxon":
+            if wilcoxon is None or set(wilcoxon) != {"gt", "td"}:
+                raise ValueError(f"{dataset}: the wilcoxon DEG test variant needs the rank-sum DEG matrices of both "
+                                 f"halves (rule test_degs_wilcoxon), got {sorted(wilcoxon or {})}")
+            degs = wilcoxon
+        else:
+            # the td test's rest as the pipeline's own (processing.td_rest_includes_controls); only the test varies
+            degs = {half: test_degs(stats, half, min_cells=min_cells, method=test,
+                                    rest_includes_controls=td_rest_includes_controls and half == "td")
+                    for half in ("gt", "td")}
         for alpha in [a for t, a in variants if t == test]:
             parts = []
             for task, table in folds.items():

@@ -112,7 +112,7 @@ class CellReader:
         if self.format == "dense":
             step = max(1, self.max_nonzeros // max(self.shape[1], 1))
             return [(a, min(a + step, n)) for a in range(0, n, step)]
-        return _blocks(self.indptr, self.max_nonzeros)
+        return nonzero_blocks(self.indptr, self.max_nonzeros)
 
     def read(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows [start, stop) as CSR float32, structure checked (indices within the genes)."""
@@ -167,8 +167,8 @@ def csc_to_csr(group: h5py.Group, shape: tuple[int, int], out_path: Path, *, max
             fail(f"X/indices fall outside the {n_rows} cells")
         row_counts += np.bincount(rows, minlength=n_rows)
     row_ptr = np.concatenate([[0], np.cumsum(row_counts)])
-    col_blocks = _blocks(col_ptr, max_nonzeros)
-    row_bands = _blocks(row_ptr, max_nonzeros)
+    col_blocks = nonzero_blocks(col_ptr, max_nonzeros)
+    row_bands = nonzero_blocks(row_ptr, max_nonzeros)
     with h5py.File(out_path, "w") as out:
         out_data = out.create_dataset("data", shape=(nnz,), dtype=np.float32)
         out_indices = out.create_dataset("indices", shape=(nnz,), dtype=_index_dtype(n_cols))
@@ -194,7 +194,7 @@ def csc_to_csr(group: h5py.Group, shape: tuple[int, int], out_path: Path, *, max
             out_indices[row_ptr[r0] : row_ptr[r1]] = band.indices
 
 
-def _blocks(ptr: np.ndarray, budget: int) -> list[tuple[int, int]]:
+def nonzero_blocks(ptr: np.ndarray, budget: int) -> list[tuple[int, int]]:
     """Consecutive ranges [i, j) of the rows (or columns) described by `ptr`, each with ≤ budget entries (≥ 1 row)."""
     n, out, start = len(ptr) - 1, [], 0
     while start < n:

@@ -156,7 +156,7 @@ def _test_block(n, s, ss, totals, silent_p, size_code, method="overestim_var") -
     live = ~silent
     pval = np.take(silent_p, size_code, axis=0)
     pval[live] = _two_sided_p(score[live], df[live])
-    return {"score": score, "logfc": logfc, "pval": pval, "pval_adj": _bh_rows(pval)}
+    return {"score": score, "logfc": logfc, "pval": pval, "pval_adj": bh_rows(pval)}
 
 
 def _welch(n, s, ss, n_tot, s_tot, ss_tot, method="overestim_var") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,7 +214,7 @@ def _mean_var(n: np.ndarray, s: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray,
     return mean, var
 
 
-def _bh_rows(p: np.ndarray) -> np.ndarray:
+def bh_rows(p: np.ndarray) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values within each row of (P, G) `p` (statsmodels' fdr_bh arithmetic)."""
     m = p.shape[1]
     # Tied p-values share one adjusted value, so the sorted values (a fast sort) and the argsort's order (any order

@@ -24,7 +24,7 @@ def group_codes(obs_names: pd.Index, halves: pd.DataFrame) -> tuple[np.ndarray, 
 
 
 @numba.njit
-def _accumulate(indptr, indices, data, row_groups, total, total_sq):
+def accumulate_sums(indptr, indices, data, row_groups, total, total_sq):
     """Add each stored value x of CSR rows to total[group, gene] and x² to total_sq, in float64, in storage order."""
     # One pass over the stored values into the dense accumulators: no (groups × genes) temporary per chunk.
     for i in range(row_groups.size):
@@ -46,7 +46,7 @@ def reduce_cells(reader: CellReader, obs_names: pd.Index, genes: pd.Index, halve
     total = np.zeros((n_groups, n_genes))
     total_sq = np.zeros((n_groups, n_genes))
     for rows, x in reader.chunks(label="reduce cells"):
-        _accumulate(x.indptr, x.indices, x.data, codes[rows], total, total_sq)
+        accumulate_sums(x.indptr, x.indices, x.data, codes[rows], total, total_sq)
     n = np.bincount(codes, minlength=n_groups)
     obs = groups.assign(n_cells=n.astype(np.int64), is_control=groups["perturbation"].eq(CONTROL).to_numpy())
     obs.index = obs.index.astype(str)

@@ -16,7 +16,7 @@ from pertcal.cells import CellReader, read_part
 from pertcal.harmonize import CONTROL
 from pertcal.io import PertcalInputError
 from pertcal.qc import seurat_dispersion
-from pertcal.reduce import _accumulate, half_means, pooled_means
+from pertcal.reduce import accumulate_sums, half_means, pooled_means
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def expm1_mean_var(reader: CellReader, rows: np.ndarray) -> tuple[np.ndarray, np
     total, total_sq = np.zeros((1, G)), np.zeros((1, G))
     for picked, x in reader.chunks(rows, label="control cells"):
         # scanpy's seurat flavour takes expm1 of the stored float32 values
-        _accumulate(x.indptr, x.indices, np.expm1(x.data), np.zeros(len(picked), dtype=np.int64), total, total_sq)
+        accumulate_sums(x.indptr, x.indices, np.expm1(x.data), np.zeros(len(picked), dtype=np.int64), total, total_sq)
     n = int(rows.sum())
     mean = total[0] / n
     return mean, (total_sq[0] / n - mean**2) * (n / (n - 1))

@@ -153,12 +153,45 @@ rule calibrate_methods:
         "../scripts/calibrate_methods.py"
 
 
+# The Wilcoxon rank-sum variant of the DEG test needs the cells, not the sufficient statistics: its own rule per half,
+# run only when calibration.deg_tests names it.
+DEG_WILCOXON = "results/{dataset}/calibration/degs_wilcoxon_{half}.h5ad"
+
+
+rule test_degs_wilcoxon:
+    input:
+        adata="results/{dataset}/processed.h5ad",
+        halves="results/{dataset}/halves.parquet",
+    output:
+        DEG_WILCOXON,
+    params:
+        source=source_fingerprint,
+        min_cells=lambda wc: dataset_cfg(wc.dataset)["processing"]["min_cells_degs"],
+        rest_includes_controls=rest_includes_controls,
+        chunk_nonzeros=lambda wc: dataset_cfg(wc.dataset)["processing"]["chunk_nonzeros"],
+    log:
+        "logs/test_degs_wilcoxon/{dataset}_{half}.log",
+    benchmark:
+        "benchmarks/test_degs_wilcoxon/{dataset}_{half}.tsv"
+    conda:
+        "../envs/pertcal.yaml"
+    resources:
+        **rule_resources("test_degs_wilcoxon"),
+    script:
+        "../scripts/test_degs_wilcoxon.py"
+
+
 rule deg_sensitivity:
     input:
         unpack(folds_files),
         unpack(gene_space_files),
         stats="results/{dataset}/stats.h5ad",
         truth=lambda wc: simulated_truth(wc).get(wc.dataset, []),
+        wilcoxon=(
+            expand(DEG_WILCOXON, dataset="{dataset}", half=("gt", "td"))
+            if any(v["test"] == "wilcoxon" for v in CALIBRATION["deg_tests"])
+            else []
+        ),
     output:
         drf="results/{dataset}/calibration/deg_sensitivity_drf.parquet",
         degs="results/{dataset}/calibration/deg_sensitivity_degs.parquet",

@@ -204,6 +204,7 @@ MEMORY_KIND = {
     "preprocess_dataset": "chunk",
     "reduce_cells": "reduce",
     "select_hvgs": "chunk",
+    "test_degs_wilcoxon": "chunk",
     "split_halves": "obs",
     "assign_folds": "obs",
     "summarize_dataset": "obs",

@@ -1,5 +1,6 @@
 """Rule deg_sensitivity: DRF of every metric and the DEG calls of one dataset under each DEG test variant."""
 
+import anndata as ad
 import pandas as pd
 
 from pertcal.calibration import deg_sensitivity
@@ -16,6 +17,7 @@ drf, degs = deg_sensitivity(
     dataset=snakemake.wildcards.dataset, variants=[tuple(v) for v in p.variants], min_cells=p.min_cells,
     td_rest_includes_controls=p.td_rest_includes_controls, panels=p.panels, modality=p.modality, specs=metric_specs(),
     spaces=read_gene_spaces(snakemake.input),
+    wilcoxon={m.uns["half"]: m for m in map(ad.read_h5ad, snakemake.input.wilcoxon)} or None,
 )
 write_parquet(drf, snakemake.output.drf)
 write_parquet(degs, snakemake.output.degs)

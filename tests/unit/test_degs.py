@@ -270,7 +270,7 @@ def test_bh_rows_equals_statsmodels_with_ties():
     p[:, :10] = 0.02  # ties
     p[:, 10] = 1.0
     expected = np.vstack([multipletests(row, method="fdr_bh")[1] for row in p])
-    np.testing.assert_array_equal(degs._bh_rows(p), expected)
+    np.testing.assert_array_equal(degs.bh_rows(p), expected)
 
 
 def test_missing_layer_raises_input_error(cells):

@@ -248,7 +248,7 @@ def test_gameability_heatmap_renders(tmp_path):
 
 def test_deg_sensitivity_plot_renders(tmp_path):
     rng = np.random.default_rng(0)
-    variants = [("overestim_var", 0.05), ("overestim_var", 0.01), ("welch", 0.05), ("welch", 0.01)]
+    variants = [(t, a) for t in ("overestim_var", "welch", "wilcoxon") for a in (0.05, 0.01)]
     drf = pd.DataFrame([
         dict(dataset=ds, deg_test=t, deg_alpha=a, metric=m, positive_control="interpolated_duplicate", n=20,
              mean_drf=rng.uniform(-1, 1)) for ds in ("weak", "strong") for t, a in variants for m in METRICS
