@@ -162,6 +162,8 @@ rule test_degs_wilcoxon:
     input:
         adata="results/{dataset}/processed.h5ad",
         halves="results/{dataset}/halves.parquet",
+        # sizes the declared memory (perturbations × genes), as for reduce_cells
+        qc="results/{dataset}/qc.json",
     output:
         DEG_WILCOXON,
     params:

@@ -204,7 +204,8 @@ MEMORY_KIND = {
     "preprocess_dataset": "chunk",
     "reduce_cells": "reduce",
     "select_hvgs": "chunk",
-    "test_degs_wilcoxon": "chunk",
+    # a chunk of cells or a block of nonzeros, plus the (perturbation × genes) rank sums and their z, p, BH p
+    "test_degs_wilcoxon": "reduce",
     "split_halves": "obs",
     "assign_folds": "obs",
     "summarize_dataset": "obs",
